@@ -1,0 +1,249 @@
+//! Turns parsed arguments into the library's types, runs the command, and
+//! maps every outcome to an exit code: 0 all passed, 1 a scenario failed
+//! (or the server could not be reached), 2 usage or scenario-file errors.
+
+use crate::cli::{Cli, ColorWhen, Command, ConnArgs, OutputArgs, RunArgs};
+use crate::report::console::Console;
+use crate::run::{run_all, RunConfig, RunReport};
+use crate::scenario::{self, Scenario};
+use crate::secret::Secret;
+use crate::wire::{Target, TlsSettings};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+
+/// Why a command could not do its job.
+#[derive(Debug)]
+pub enum AppError {
+    /// Bad arguments or scenario files: exit 2.
+    Usage(String),
+    /// The job ran into a failure outside the scenarios: exit 1.
+    Runtime(String),
+}
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+pub fn main(cli: Cli) -> ExitCode {
+    let choice = match cli.color {
+        ColorWhen::Auto => anstream::ColorChoice::Auto,
+        ColorWhen::Always => anstream::ColorChoice::Always,
+        ColorWhen::Never => anstream::ColorChoice::Never,
+    };
+    choice.write_global();
+    let result = match cli.command {
+        Command::Lint { paths } => lint(&paths),
+        Command::Run(args) => with_runtime(|| async move { run(args).await }),
+        Command::Serve(_) | Command::Demo(_) => Err(AppError::Usage("TEMP".into())), // TEMP
+    };
+    match result {
+        Ok(code) => code,
+        Err(AppError::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(AppError::Runtime(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn with_runtime<F, Fut>(f: F) -> Result<ExitCode, AppError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode, AppError>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Runtime(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(f())
+}
+
+fn lint(paths: &[PathBuf]) -> Result<ExitCode, AppError> {
+    let scenarios = load_scenarios(paths)?;
+    for s in &scenarios {
+        println!("ok  {}  {}", s.path.display(), s.name);
+    }
+    println!("{} scenario file(s) are valid", scenarios.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Load every file; report all errors at once (exit 2) rather than the first.
+pub fn load_scenarios(paths: &[PathBuf]) -> Result<Vec<Scenario>, AppError> {
+    let files = scenario::collect_files(paths).map_err(AppError::Usage)?;
+    if files.is_empty() {
+        return Err(AppError::Usage(format!(
+            "no scenario files (.yaml) in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    collect_loaded(files.iter().map(|f| scenario::load_file(f)))
+}
+
+/// The bundled suites, loaded from the copies embedded at build time.
+pub fn bundled_scenarios(prefix: &str) -> Result<Vec<Scenario>, AppError> {
+    collect_loaded(
+        BUNDLED
+            .iter()
+            .filter(|(p, _)| p.starts_with(prefix))
+            .map(|(p, text)| scenario::load_str(Path::new(p), text)),
+    )
+}
+
+fn collect_loaded(
+    results: impl Iterator<Item = Result<Scenario, scenario::LoadError>>,
+) -> Result<Vec<Scenario>, AppError> {
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(s) => ok.push(s),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ok)
+    } else {
+        Err(AppError::Usage(format!(
+            "{} scenario file(s) have errors:\n{}",
+            errors.len(),
+            errors.join("\n\n")
+        )))
+    }
+}
+
+fn read_password(conn: &ConnArgs) -> Result<Option<Secret>, AppError> {
+    if let Some(path) = &conn.password_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AppError::Usage(format!("cannot read --password-file {}: {e}", path.display())))?;
+        let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if first.is_empty() {
+            return Err(AppError::Usage(format!(
+                "--password-file {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(Some(Secret::new(first)));
+    }
+    Ok(std::env::var("MAILCHECK_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Secret::new))
+}
+
+fn timeout_of(secs: f64) -> Result<Duration, AppError> {
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(AppError::Usage(format!(
+            "--timeout {secs}: give a number of seconds above 0"
+        )))
+    }
+}
+
+fn parse_vars(raw: &[String]) -> Result<Vec<(String, String)>, AppError> {
+    raw.iter()
+        .map(|v| {
+            let (k, val) = v
+                .split_once('=')
+                .ok_or_else(|| AppError::Usage(format!("--var {v}: write it as name=value")))?;
+            let valid = k
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(AppError::Usage(format!(
+                    "--var {k}=...: `{k}` is not a variable name"
+                )));
+            }
+            if k == "password" {
+                return Err(AppError::Usage(
+                    "--var password=...: pass the password with MAILCHECK_PASSWORD or --password-file".into(),
+                ));
+            }
+            Ok((k.to_string(), val.to_string()))
+        })
+        .collect()
+}
+
+/// Build the run's configuration from the connection arguments.
+pub fn run_config(
+    target: &str,
+    conn: &ConnArgs,
+    vars: &[String],
+    allow_destructive: bool,
+) -> Result<RunConfig, AppError> {
+    let target = Target::parse(target).map_err(|e| AppError::Usage(e.to_string()))?;
+    let tls = TlsSettings::new(conn.cacert.as_deref(), conn.insecure).map_err(AppError::Usage)?;
+    Ok(RunConfig {
+        user: conn.user.clone().or_else(|| target.user.clone()),
+        target,
+        tls,
+        starttls: conn.starttls,
+        password: read_password(conn)?,
+        vars: parse_vars(vars)?,
+        timeout: timeout_of(conn.timeout)?,
+        allow_destructive,
+    })
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode, AppError> {
+    let config = run_config(&args.target, &args.conn, &args.vars, args.allow_destructive)?;
+    let mut scenarios = load_scenarios(&args.paths)?;
+    if !args.only.is_empty() {
+        scenarios.retain(|s| {
+            args.only
+                .iter()
+                .any(|o| s.name.contains(o.as_str()) || s.path.display().to_string().contains(o.as_str()))
+        });
+        if scenarios.is_empty() {
+            return Err(AppError::Usage(format!(
+                "no scenario matches --only {}",
+                args.only.join(", ")
+            )));
+        }
+    }
+    execute(&scenarios, &config, &args.output).await
+}
+
+/// Run, report on the console and in files, and pick the exit code.
+pub async fn execute(
+    scenarios: &[Scenario],
+    config: &RunConfig,
+    output: &OutputArgs,
+) -> Result<ExitCode, AppError> {
+    let console = Console {
+        verbose: output.verbose,
+        quiet: output.quiet,
+    };
+    let report = run_all(scenarios, config, |e| console.on_event(e)).await;
+    write_reports(&report, output.junit.as_deref(), output.json.as_deref())?;
+    console.summary(&report.totals, report.duration_ms);
+    Ok(if report.totals.failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn write_reports(report: &RunReport, junit: Option<&Path>, json: Option<&Path>) -> Result<(), AppError> {
+    if let Some(p) = junit {
+        crate::report::junit::write(report, p).map_err(AppError::Runtime)?;
+        println!("JUnit report: {}", p.display());
+    }
+    if let Some(p) = json {
+        crate::report::json::write(report, p).map_err(AppError::Runtime)?;
+        println!("JSON report: {}", p.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Command-line definitions (clap). Only parsing lives here; `app` checks
+//! the values and turns them into the library's types.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailcheck",
+    version,
+    about = "Test and diagnose mail servers (POP3 for now)"
+)]
+pub struct Cli {
+    /// When to use colours: auto honours NO_COLOR and whether output is a terminal.
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, global = true)]
+    pub color: ColorWhen,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scenario files (or folders of them) against a server.
+    Run(RunArgs),
+    /// Check scenario files without connecting.
+    Lint {
+        /// Files or folders (searched for .yaml / .yml).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run the embedded reference server until interrupted.
+    Serve(ServeArgs),
+    /// Start the embedded server and run the bundled suite against it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario files or folders.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Server URL: pop3://host[:port] (plain, 110) or pop3s://host[:port] (implicit TLS, 995).
+    #[arg(long, short = 't')]
+    pub target: String,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Set a scenario variable (repeatable): --var name=value.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Also run scenarios that delete mail (DELE + QUIT).
+    #[arg(long)]
+    pub allow_destructive: bool,
+    /// Only scenarios whose name or file contains this text (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    pub only: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// User name (also taken from the URL: pop3://alice@host).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Read the password from this file (first line). Otherwise MAILCHECK_PASSWORD is used.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Upgrade with STLS right after the greeting, before any step.
+    #[arg(long)]
+    pub starttls: bool,
+    /// Trust this CA certificate (PEM) in addition to the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Do not verify the certificate (problems are still reported).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Seconds to wait for a connection, a handshake, or each reply.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Write a JUnit XML report.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a JSON report.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Show the transcript of every scenario, not only failing ones.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// Show only failures, warnings and the summary.
+    #[arg(long, short = 'q', conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServeProtocol {
+    Pop3,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Which protocol to serve.
+    #[arg(value_enum)]
+    pub protocol: ServeProtocol,
+    /// Plain listener (with STLS); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:10110")]
+    pub listen: String,
+    /// Implicit-TLS listener (POP3S), off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<String>,
+    /// Misbehave on purpose (repeatable); `--fault list` shows the names.
+    #[arg(long = "fault", value_name = "NAME")]
+    pub faults: Vec<String>,
+    /// Write the server's self-signed certificate (PEM) here, for --cacert.
+    #[arg(long, value_name = "FILE")]
+    pub cert_out: Option<PathBuf>,
+    /// Greet without an APOP timestamp.
+    #[arg(long)]
+    pub no_apop: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to write the JUnit report.
+    #[arg(long, value_name = "FILE", default_value = "reports/junit.xml")]
+    pub junit: PathBuf,
+    /// Also write a JSON report.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Make the embedded server misbehave (repeatable), to see failures reported.
+    #[arg(long = "fault", value_name = "NAME")]
+    pub faults: Vec<String>,
+    /// Show every transcript.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}

@@ -1,0 +1,17 @@
+//! mailcheck: test and diagnose mail servers over POP3 (IMAP and SMTP to come).
+//!
+//! The flow: scenario files are loaded into pure data ([`scenario`]), the
+//! runner ([`run`]) replays them over a connection ([`wire`]) through the
+//! protocol's grammar and state model ([`proto`]), producing outcomes that
+//! the reporters ([`report`]) render. [`server`] is the embedded reference
+//! server used by `demo`, `serve` and the tests.
+
+pub mod app;
+pub mod cli;
+pub mod finding;
+pub mod proto;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod secret;
+pub mod wire;

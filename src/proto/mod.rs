@@ -1,0 +1,5 @@
+//! Protocol knowledge, one module per protocol: framing, reply grammar,
+//! which commands are legal in which state, and how replies move the state.
+//! Everything here is pure (bytes in, findings out) and unit-tested without sockets.
+
+pub mod pop3;

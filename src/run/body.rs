@@ -1,0 +1,275 @@
+//! Matching a multi-line body against `body:` expectations while it streams.
+//!
+//! Nothing here keeps the whole body: lines are matched as they pass, a
+//! preview is kept for diffs, and `capture`/`equals` hold at most
+//! [`CAPTURE_CAP`] bytes.
+
+use super::outcome::Mismatch;
+use crate::finding::line_text;
+use crate::scenario::pattern::Matcher;
+use crate::scenario::template::{Value, Vars};
+use crate::scenario::BodyExpect;
+use std::collections::BTreeMap;
+
+/// Most bytes kept for `capture:` / compared by `equals:`.
+pub const CAPTURE_CAP: usize = 4 * 1024 * 1024;
+/// Lines of the body kept for the expected/actual diff.
+const PREVIEW_LINES: usize = 40;
+/// Longest single line matched against patterns.
+const LINE_CAP: usize = 1024 * 1024;
+
+pub struct BodyMatcher<'e> {
+    expect: &'e BodyExpect,
+    lines: Option<Vec<Matcher>>,
+    each: Option<Matcher>,
+    contains: Vec<(Matcher, bool)>,
+    absent: Vec<Matcher>,
+    rows: Vec<BTreeMap<String, String>>,
+    capture: Option<Vec<u8>>,
+    capture_overflow: bool,
+    index: usize,
+    partial: Vec<u8>,
+    pub preview: Vec<String>,
+    failure: Option<Mismatch>,
+}
+
+impl<'e> BodyMatcher<'e> {
+    pub fn new(expect: &'e BodyExpect, vars: &Vars) -> Result<Self, String> {
+        let compile_all = |v: &[crate::scenario::pattern::Pattern]| {
+            v.iter().map(|p| p.compile(vars)).collect::<Result<Vec<_>, _>>()
+        };
+        Ok(BodyMatcher {
+            expect,
+            lines: expect.lines.as_deref().map(compile_all).transpose()?,
+            each: expect.each.as_ref().map(|p| p.compile(vars)).transpose()?,
+            contains: compile_all(&expect.contains)?
+                .into_iter()
+                .map(|m| (m, false))
+                .collect(),
+            absent: compile_all(&expect.absent)?,
+            rows: Vec::new(),
+            capture: (expect.capture.is_some() || expect.equals.is_some()).then(Vec::new),
+            capture_overflow: false,
+            index: 0,
+            partial: Vec::new(),
+            preview: Vec::new(),
+            failure: None,
+        })
+    }
+
+    /// One piece of unstuffed content (`complete` when it ends a line).
+    pub fn feed(&mut self, content: &[u8], complete: bool) {
+        if let Some(buf) = &mut self.capture {
+            if buf.len() + content.len() <= CAPTURE_CAP {
+                buf.extend_from_slice(content);
+            } else {
+                self.capture_overflow = true;
+            }
+        }
+        if !complete {
+            if self.partial.len() + content.len() <= LINE_CAP {
+                self.partial.extend_from_slice(content);
+            }
+            return;
+        }
+        if self.partial.is_empty() {
+            self.line(content);
+        } else {
+            let mut whole = std::mem::take(&mut self.partial);
+            whole.extend_from_slice(content);
+            self.line(&whole);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let text = crate::proto::pop3::strip_eol(line);
+        if self.preview.len() < PREVIEW_LINES {
+            self.preview.push(line_text(text));
+        }
+        let i = self.index;
+        self.index += 1;
+        if self.failure.is_some() {
+            return;
+        }
+        if let Some(lines) = &self.lines {
+            if let Some(m) = lines.get(i) {
+                if !m.is_match(text) {
+                    self.fail(format!("body line {} does not match", i + 1));
+                    return;
+                }
+            }
+        }
+        if let Some(each) = &self.each {
+            match each.matches(text) {
+                Some(caps) => {
+                    if self.expect.rows.is_some() {
+                        self.rows.push(caps);
+                    }
+                }
+                None => {
+                    let pat = self.expect.each.as_ref().map(|p| p.display()).unwrap_or_default();
+                    self.failure = Some(Mismatch {
+                        message: format!("body line {} does not match `{pat}`", i + 1),
+                        expected: Some(pat),
+                        actual: Some(line_text(text)),
+                    });
+                    return;
+                }
+            }
+        }
+        for (m, seen) in &mut self.contains {
+            if !*seen && m.is_match(text) {
+                *seen = true;
+            }
+        }
+        for (k, m) in self.absent.iter().enumerate() {
+            if m.is_match(text) {
+                let pat = self.expect.absent[k].display();
+                self.failure = Some(Mismatch {
+                    message: format!("body line {} matches `{pat}`, which must not appear", i + 1),
+                    expected: Some(format!("no line like `{pat}`")),
+                    actual: Some(line_text(text)),
+                });
+                return;
+            }
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        self.failure = Some(Mismatch {
+            message,
+            expected: None,
+            actual: None,
+        });
+    }
+
+    /// The body ended: check counts and totals, store captures.
+    pub fn finish(mut self, lines: u64, octets: u64, vars: &mut Vars) -> Result<(), Mismatch> {
+        let expect = self.expect;
+        let diff = |this: &Self, message: String| {
+            let expected = expect
+                .lines
+                .as_ref()
+                .map(|v| v.iter().map(|p| p.display()).collect::<Vec<_>>().join("\n"));
+            Mismatch {
+                message,
+                expected,
+                actual: Some(this.preview_text()),
+            }
+        };
+        if let Some(mut f) = self.failure.take() {
+            if f.expected.is_none() {
+                f = diff(&self, f.message);
+            }
+            return Err(f);
+        }
+        if let Some(l) = &self.lines {
+            if l.len() as u64 != lines {
+                return Err(diff(
+                    &self,
+                    format!("expected {} body lines, got {lines}", l.len()),
+                ));
+            }
+        }
+        if let Some(t) = &expect.count {
+            let want = t.expand(vars).map_err(|m| Mismatch {
+                message: m,
+                expected: None,
+                actual: None,
+            })?;
+            let want: u64 = want.trim().parse().map_err(|_| Mismatch {
+                message: format!("`count: {}` is not a number", t.source),
+                expected: None,
+                actual: None,
+            })?;
+            if want != lines {
+                return Err(Mismatch {
+                    message: format!("expected {want} body lines, got {lines}"),
+                    expected: Some(want.to_string()),
+                    actual: Some(lines.to_string()),
+                });
+            }
+        }
+        if let Some(min) = expect.min {
+            if lines < min as u64 {
+                return Err(diff(
+                    &self,
+                    format!("expected at least {min} body lines, got {lines}"),
+                ));
+            }
+        }
+        if let Some(max) = expect.max {
+            if lines > max as u64 {
+                return Err(diff(
+                    &self,
+                    format!("expected at most {max} body lines, got {lines}"),
+                ));
+            }
+        }
+        for (k, (_, seen)) in self.contains.iter().enumerate() {
+            if !seen {
+                let pat = expect.contains[k].display();
+                return Err(Mismatch {
+                    message: format!("no body line matches `{pat}`"),
+                    expected: Some(pat),
+                    actual: Some(self.preview_text()),
+                });
+            }
+        }
+        if let Some(t) = &expect.octets {
+            let want = t.expand(vars).map_err(|m| Mismatch {
+                message: m,
+                expected: None,
+                actual: None,
+            })?;
+            match want.trim().parse::<u64>() {
+                Ok(w) if w == octets => {}
+                Ok(w) => {
+                    return Err(Mismatch {
+                        message: format!("body is {octets} octets, expected {w}"),
+                        expected: Some(format!("{w} octets")),
+                        actual: Some(format!("{octets} octets")),
+                    })
+                }
+                Err(_) => {
+                    return Err(Mismatch {
+                        message: format!("`octets: {want}` is not a number"),
+                        expected: None,
+                        actual: None,
+                    })
+                }
+            }
+        }
+        if let Some(t) = &expect.equals {
+            let want = t.expand(vars).map_err(|m| Mismatch {
+                message: m,
+                expected: None,
+                actual: None,
+            })?;
+            let got = self.capture.as_deref().unwrap_or(&[]);
+            if self.capture_overflow || want.as_bytes() != got {
+                return Err(Mismatch {
+                    message: "body differs from the expected text".into(),
+                    expected: Some(want),
+                    actual: Some(String::from_utf8_lossy(got).into_owned()),
+                });
+            }
+        }
+        if let Some(name) = &expect.capture {
+            let got = self.capture.take().unwrap_or_default();
+            vars.set_text(name, String::from_utf8_lossy(&got).into_owned());
+        }
+        if let Some(name) = &expect.rows {
+            vars.set(name, Value::Rows(std::mem::take(&mut self.rows)));
+        }
+        Ok(())
+    }
+
+    fn preview_text(&self) -> String {
+        let mut s = self.preview.join("\n");
+        if self.index > self.preview.len() {
+            s.push_str(&format!("\n... ({} more lines)", self.index - self.preview.len()));
+        }
+        s
+    }
+}

@@ -1,0 +1,793 @@
+//! Runs one scenario against the target: steps in order, every byte through
+//! the protocol module, a redacted transcript, findings and step outcomes.
+
+use super::body::BodyMatcher;
+use super::outcome::*;
+use crate::finding::{line_text, Finding, Severity};
+use crate::proto::pop3::{self, BodySummary, Command, MultilineDecoder};
+use crate::scenario::pattern::Pattern;
+use crate::scenario::template::{Template, Value, Vars};
+use crate::scenario::{Exchange, Requirement, Scenario, Step, StepKind};
+use crate::secret::{Redactor, Secret};
+use crate::wire::{Conn, Security, Target, TlsSettings, WireError};
+use std::time::{Duration, Instant};
+
+/// Longest line the reader accepts in one piece; longer lines arrive in pieces.
+const READ_CAP: usize = 64 * 1024;
+/// Transcript lines kept per scenario, and body lines kept per reply.
+const TRANSCRIPT_CAP: usize = 600;
+const BODY_TRANSCRIPT_LINES: u64 = 12;
+/// Findings kept per scenario (the rest are counted).
+const FINDINGS_CAP: usize = 100;
+
+/// Everything a run needs to know about the target and the user's choices.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub target: Target,
+    pub tls: TlsSettings,
+    /// Upgrade with STLS right after each greeting.
+    pub starttls: bool,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub vars: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub allow_destructive: bool,
+}
+
+impl RunConfig {
+    /// The redactor for this run: the password, and anything else secret.
+    pub fn redactor(&self) -> Redactor {
+        let mut r = Redactor::new();
+        if let Some(p) = &self.password {
+            r.add(p);
+        }
+        r
+    }
+}
+
+/// What one look at the server told us before the scenarios run: used to
+/// skip scenarios whose `requires:` the server cannot meet.
+#[derive(Debug, Clone, Default)]
+pub struct ServerInfo {
+    pub greeting: String,
+    pub capabilities: Option<Vec<String>>,
+    pub apop_timestamp: bool,
+    pub tls: bool,
+}
+
+/// Why a scenario stopped early.
+enum Stop {
+    /// A step did not match (already recorded as a failed step).
+    Mismatch,
+    /// The network or the scenario itself failed; the text says how.
+    Error(String),
+}
+
+impl From<WireError> for Stop {
+    fn from(e: WireError) -> Stop {
+        Stop::Error(e.to_string())
+    }
+}
+
+/// The state of one scenario while it runs.
+struct Run<'a> {
+    config: &'a RunConfig,
+    redactor: Redactor,
+    vars: Vars,
+    conn: Option<Conn>,
+    session: pop3::Session,
+    history: pop3::History,
+    session_no: u32,
+    transcript: Vec<TranscriptEntry>,
+    omitted: u64,
+    findings: Vec<Finding>,
+    findings_omitted: usize,
+    steps: Vec<StepOutcome>,
+    /// The id of the step running now, for findings.
+    step_id: String,
+    /// Set by `exchange` when it returns `Stop::Mismatch`.
+    pending_mismatch: Option<Mismatch>,
+}
+
+/// Skip reason for a scenario this run cannot or must not execute.
+pub fn skip_reason(scenario: &Scenario, config: &RunConfig, info: &ServerInfo) -> Option<String> {
+    if scenario.destructive && !config.allow_destructive {
+        return Some("deletes mail: run with --allow-destructive to include it".into());
+    }
+    for r in &scenario.requires {
+        let missing = match r {
+            Requirement::Credentials => (config.user.is_none() || config.password.is_none()).then(|| {
+                "needs credentials: pass --user and set MAILCHECK_PASSWORD or --password-file".to_string()
+            }),
+            Requirement::ApopTimestamp => {
+                (!info.apop_timestamp).then(|| "the greeting offers no APOP timestamp".to_string())
+            }
+            Requirement::Tls => {
+                (!info.tls).then(|| "needs a TLS connection (pop3s:// or --starttls)".to_string())
+            }
+            Requirement::Plaintext => (config.target.security == Security::Implicit || config.starttls)
+                .then(|| "needs a plaintext start (a pop3:// target without --starttls)".to_string()),
+            Requirement::Capability(c) => match &info.capabilities {
+                None => Some(format!("needs {c}, and the server does not answer CAPA")),
+                Some(caps) if !caps.iter().any(|x| x == c) => {
+                    Some(format!("the server does not advertise {c} in CAPA"))
+                }
+                Some(_) => None,
+            },
+        };
+        if missing.is_some() {
+            return missing;
+        }
+    }
+    None
+}
+
+/// One connection to learn the greeting and CAPA (after `--starttls` when set).
+pub async fn discover(config: &RunConfig) -> Result<ServerInfo, WireError> {
+    let mut run = Run::new(config);
+    run.open_session().await.map_err(|e| match e {
+        Stop::Error(m) => WireError::Usage(m),
+        Stop::Mismatch => WireError::Usage("unexpected reply while connecting".into()),
+    })?;
+    let mut info = ServerInfo {
+        greeting: run
+            .transcript
+            .iter()
+            .find(|t| t.direction == Direction::Server)
+            .map(|t| t.text.clone())
+            .unwrap_or_default(),
+        apop_timestamp: run.session.greeting_timestamp.is_some(),
+        tls: run.conn.as_ref().is_some_and(|c| c.is_tls()),
+        capabilities: None,
+    };
+    let capa = Exchange {
+        command: fixed("CAPA"),
+        reply: None,
+        multiline: None,
+        body: None,
+    };
+    if run.exchange(&capa).await.is_ok() {
+        info.capabilities = run.session.capabilities.clone();
+    }
+    let quit = Exchange {
+        command: fixed("QUIT"),
+        reply: None,
+        multiline: None,
+        body: None,
+    };
+    let _ = run.exchange(&quit).await;
+    Ok(info)
+}
+
+fn fixed(text: &str) -> Template {
+    Template {
+        source: text.to_string(),
+        pieces: vec![crate::scenario::template::Piece::Lit(text.to_string())],
+    }
+}
+
+/// Run one scenario to its outcome. Never panics on server input; every wait is bounded.
+pub async fn run_scenario(scenario: &Scenario, config: &RunConfig, info: &ServerInfo) -> ScenarioOutcome {
+    let started = Instant::now();
+    let mut outcome = ScenarioOutcome {
+        file: scenario.path.display().to_string(),
+        name: scenario.name.clone(),
+        rfc: scenario.rfc.clone(),
+        protocol: scenario.protocol.name().to_string(),
+        status: Status::Skipped,
+        reason: None,
+        duration_ms: 0,
+        steps: Vec::new(),
+        findings: Vec::new(),
+        transcript: Vec::new(),
+        transcript_omitted: 0,
+    };
+    if let Some(reason) = skip_reason(scenario, config, info) {
+        outcome.reason = Some(reason);
+        return outcome;
+    }
+    let mut run = Run::new(config);
+    let result = match run.open_session().await {
+        Ok(()) => run.steps(&scenario.steps, "").await,
+        Err(e) => Err(e),
+    };
+    run.close().await;
+    if run.findings_omitted > 0 {
+        run.findings.push(Finding::note(
+            "mailcheck.findings-omitted",
+            "-",
+            format!("{} more findings were left out", run.findings_omitted),
+        ));
+    }
+    let failed_step = run
+        .steps
+        .iter()
+        .any(|s| s.status == Status::Failed && s.severity == Severity::Must);
+    let must_finding = run.findings.iter().any(|f| f.severity == Severity::Must);
+    outcome.status = match &result {
+        Err(Stop::Error(e)) => {
+            outcome.reason = Some(run.redactor.redact(e));
+            Status::Failed
+        }
+        _ if failed_step || must_finding => Status::Failed,
+        _ => Status::Passed,
+    };
+    if outcome.status == Status::Failed && outcome.reason.is_none() {
+        outcome.reason = run
+            .steps
+            .iter()
+            .find(|s| s.status == Status::Failed && s.severity == Severity::Must)
+            .and_then(|s| {
+                s.mismatch
+                    .as_ref()
+                    .map(|m| format!("step {}: {}", s.id, m.message))
+            })
+            .or_else(|| {
+                run.findings
+                    .iter()
+                    .find(|f| f.severity == Severity::Must)
+                    .map(|f| format!("{} ({})", f.message, f.rule))
+            });
+    }
+    outcome.duration_ms = started.elapsed().as_millis() as u64;
+    outcome.steps = run.steps;
+    outcome.findings = run.findings;
+    outcome.transcript = run.transcript;
+    outcome.transcript_omitted = run.omitted;
+    outcome
+}
+
+impl<'a> Run<'a> {
+    fn new(config: &'a RunConfig) -> Self {
+        let mut vars = Vars::default();
+        if let Some(u) = &config.user {
+            vars.set_text("user", u.clone());
+        }
+        if let Some(p) = &config.password {
+            vars.set("password", Value::Secret(p.clone()));
+        }
+        vars.set_text("host", config.target.host.clone());
+        for (k, v) in &config.vars {
+            vars.set_text(k, v.clone());
+        }
+        Run {
+            config,
+            redactor: config.redactor(),
+            vars,
+            conn: None,
+            session: pop3::Session::new(false),
+            history: pop3::History::default(),
+            session_no: 0,
+            transcript: Vec::new(),
+            omitted: 0,
+            findings: Vec::new(),
+            findings_omitted: 0,
+            steps: Vec::new(),
+            step_id: "connect".into(),
+            pending_mismatch: None,
+        }
+    }
+
+    fn record(&mut self, direction: Direction, text: &str) {
+        if self.transcript.len() >= TRANSCRIPT_CAP {
+            self.omitted += 1;
+            return;
+        }
+        let text = self.redactor.redact(text);
+        self.transcript.push(TranscriptEntry {
+            session: self.session_no,
+            direction,
+            text,
+        });
+    }
+
+    fn add_findings(&mut self, found: Vec<Finding>) {
+        for mut f in found {
+            if self.findings.len() >= FINDINGS_CAP {
+                self.findings_omitted += 1;
+                continue;
+            }
+            f.step = Some(self.step_id.clone());
+            f.message = self.redactor.redact(&f.message);
+            f.bytes = f.bytes.map(|b| self.redactor.redact(&b));
+            self.findings.push(f);
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut Conn, Stop> {
+        self.conn.as_mut().ok_or_else(|| {
+            Stop::Error("the connection is closed (add `reconnect: {}` to open a new one)".into())
+        })
+    }
+
+    /// Connect, read the greeting, and upgrade with STLS when the run asks for it.
+    async fn open_session(&mut self) -> Result<(), Stop> {
+        self.session_no += 1;
+        let target = &self.config.target;
+        self.record(Direction::Note, &format!("connect {target}"));
+        let conn = Conn::connect(target, &self.config.tls, self.config.timeout).await;
+        let mut conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                if let WireError::Tls { cert: Some(cert), .. } = &e {
+                    self.record(
+                        Direction::Note,
+                        &format!("certificate: subject {} issued by {}", cert.subject, cert.issuer),
+                    );
+                }
+                return Err(e.into());
+            }
+        };
+        if conn.is_tls() {
+            self.note_tls(&conn);
+        }
+        conn.waiting_for("the greeting");
+        let line = conn.read_line(READ_CAP).await?;
+        let (bytes, complete) = (line.bytes.to_vec(), line.complete);
+        self.conn = Some(conn);
+        self.session = pop3::Session::new(target.security == Security::Implicit);
+        self.record(Direction::Server, &line_text(&bytes));
+        let mut found = Vec::new();
+        let status = self.session.greeting(&bytes, complete, &mut found);
+        self.add_findings(found);
+        if status != Some(pop3::Status::Ok) {
+            return Err(Stop::Error(format!(
+                "the server's greeting is not +OK: {}",
+                line_text(&bytes)
+            )));
+        }
+        if self.config.starttls {
+            self.starttls().await.map_err(|e| match e {
+                Stop::Mismatch => Stop::Error("--starttls: the server refused STLS".into()),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn note_tls(&mut self, conn: &Conn) {
+        if let Some(cert) = &conn.cert {
+            let text = format!(
+                "TLS up; certificate for {} issued by {}",
+                cert.subject, cert.issuer
+            );
+            self.record(Direction::Note, &text);
+            if let Some(problem) = &cert.problem {
+                let msg = format!("certificate problem ignored because of --insecure: {problem}");
+                self.record(Direction::Note, &msg);
+                self.add_findings(vec![Finding::note("tls.insecure", "RFC 2595 section 2.4", msg)]);
+            }
+        }
+    }
+
+    /// STLS, then the handshake on the same socket (RFC 2595 section 4).
+    async fn starttls(&mut self) -> Result<(), Stop> {
+        let stls = Exchange {
+            command: fixed("STLS"),
+            reply: Some(ok_pattern()),
+            multiline: Some(false),
+            body: None,
+        };
+        self.exchange(&stls).await?;
+        Ok(())
+    }
+
+    async fn upgrade_after_stls(&mut self) -> Result<(), Stop> {
+        let conn = self.conn()?;
+        let early = conn.buffered().to_vec();
+        if !early.is_empty() {
+            self.add_findings(vec![Finding::must(
+                "pop3.stls-early-data",
+                "RFC 2595 section 4",
+                "the server sent data after its STLS reply, before the TLS handshake",
+            )
+            .with_bytes(&early)]);
+        }
+        let conn = self.conn()?;
+        let result = conn.start_tls().await;
+        if let Err(e) = result {
+            self.conn = None;
+            return Err(e.into());
+        }
+        let conn = self.conn.take();
+        if let Some(c) = &conn {
+            self.note_tls(c);
+        }
+        self.conn = conn;
+        self.session.tls = true;
+        Ok(())
+    }
+
+    fn steps<'s>(
+        &'s mut self,
+        steps: &'s [Step],
+        prefix: &'s str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Stop>> + 's>> {
+        Box::pin(async move {
+            for (i, step) in steps.iter().enumerate() {
+                let id = format!("{prefix}{}", i + 1);
+                self.step(step, &id).await?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn step(&mut self, step: &Step, id: &str) -> Result<(), Stop> {
+        self.step_id = id.to_string();
+        let started = Instant::now();
+        let result = match &step.kind {
+            StepKind::Exchange(x) => self.exchange(x).await,
+            StepKind::Login { user, password } => self.login(user.as_ref(), password.as_ref()).await,
+            StepKind::Apop => self.apop().await,
+            StepKind::StartTls => self.starttls().await,
+            StepKind::Drop => self.drop_conn().await,
+            StepKind::Reconnect => {
+                self.drop_conn().await?;
+                self.open_session().await
+            }
+            StepKind::ForEach { rows, limit, steps } => return self.foreach(rows, *limit, steps, id).await,
+        };
+        let label = self.label(step);
+        let (status, mismatch) = match &result {
+            Ok(()) => (Status::Passed, None),
+            Err(Stop::Mismatch) => {
+                let m = self.pending_mismatch.take();
+                (Status::Failed, m)
+            }
+            Err(Stop::Error(e)) => (
+                Status::Failed,
+                Some(Mismatch {
+                    message: self.redactor.redact(e),
+                    expected: None,
+                    actual: None,
+                }),
+            ),
+        };
+        self.steps.push(StepOutcome {
+            id: id.to_string(),
+            line: step.pos.line,
+            label,
+            status,
+            severity: step.severity,
+            mismatch,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        match result {
+            // A SHOULD-level mismatch warns and the scenario goes on.
+            Err(Stop::Mismatch) if step.severity == Severity::Should => Ok(()),
+            other => other,
+        }
+    }
+
+    fn label(&self, step: &Step) -> String {
+        let text = match &step.kind {
+            StepKind::Exchange(x) => {
+                let cmd = x
+                    .command
+                    .expand(&self.vars)
+                    .unwrap_or_else(|_| x.command.source.clone());
+                match &x.reply {
+                    Some(p) => format!("C: {cmd}  S: {}", p.display()),
+                    None => format!("C: {cmd}"),
+                }
+            }
+            StepKind::Login { .. } => "login (USER/PASS)".into(),
+            StepKind::Apop => "login (APOP)".into(),
+            StepKind::StartTls => "STLS".into(),
+            StepKind::Drop => "drop the connection without QUIT".into(),
+            StepKind::Reconnect => "reconnect".into(),
+            StepKind::ForEach { rows, .. } => format!("foreach {rows}"),
+        };
+        self.redactor.redact(&text)
+    }
+
+    async fn foreach(
+        &mut self,
+        rows: &str,
+        limit: Option<usize>,
+        steps: &[Step],
+        id: &str,
+    ) -> Result<(), Stop> {
+        let list = match self.vars.get(rows) {
+            Some(Value::Rows(r)) => r.clone(),
+            _ => return Err(Stop::Error(format!("step {id}: `foreach: {rows}` needs rows captured earlier with `body: {{each: ..., rows: {rows}}}`"))),
+        };
+        for (r, row) in list.iter().take(limit.unwrap_or(usize::MAX)).enumerate() {
+            for (k, v) in row {
+                self.vars.set_text(k, v.clone());
+            }
+            let prefix = format!("{id}[{}].", r + 1);
+            self.steps(steps, &prefix).await?;
+        }
+        Ok(())
+    }
+
+    async fn login(&mut self, user: Option<&Template>, password: Option<&Template>) -> Result<(), Stop> {
+        let user = match user {
+            Some(t) => t.clone(),
+            None => Template::parse("USER ${user}").map_err(Stop::Error)?,
+        };
+        let user_cmd = Template {
+            source: format!("USER {}", user.source.trim_start_matches("USER ")),
+            pieces: if user.source.starts_with("USER ") {
+                user.pieces
+            } else {
+                Template::parse(&format!("USER {}", user.source))
+                    .map_err(Stop::Error)?
+                    .pieces
+            },
+        };
+        let pass_cmd = match password {
+            Some(p) => Template::parse(&format!("PASS {}", p.source)).map_err(Stop::Error)?,
+            None => Template::parse("PASS ${password}").map_err(Stop::Error)?,
+        };
+        for t in [&user_cmd, &pass_cmd] {
+            for name in t.var_names() {
+                if self.vars.get(name).is_none() {
+                    return Err(Stop::Error(format!(
+                        "login needs `{name}`: pass --user and set MAILCHECK_PASSWORD or --password-file"
+                    )));
+                }
+            }
+        }
+        let ok = Some(ok_pattern());
+        self.exchange(&Exchange {
+            command: user_cmd,
+            reply: ok.clone(),
+            multiline: Some(false),
+            body: None,
+        })
+        .await?;
+        self.exchange(&Exchange {
+            command: pass_cmd,
+            reply: ok,
+            multiline: Some(false),
+            body: None,
+        })
+        .await
+    }
+
+    async fn apop(&mut self) -> Result<(), Stop> {
+        let Some(stamp) = self.session.greeting_timestamp.clone() else {
+            return Err(Stop::Error("the greeting has no APOP timestamp `<...>`".into()));
+        };
+        let (Some(user), Some(pass)) = (self.config.user.clone(), self.config.password.clone()) else {
+            return Err(Stop::Error("APOP needs --user and a password".into()));
+        };
+        let digest = Secret::new(pop3::apop_digest(&stamp, pass.expose()));
+        self.redactor.add(&digest);
+        self.vars.set("apop_digest", Value::Secret(digest));
+        self.vars.set_text("apop_user", user);
+        let cmd = Template::parse("APOP ${apop_user} ${apop_digest}").map_err(Stop::Error)?;
+        self.exchange(&Exchange {
+            command: cmd,
+            reply: Some(ok_pattern()),
+            multiline: Some(false),
+            body: None,
+        })
+        .await
+    }
+
+    async fn drop_conn(&mut self) -> Result<(), Stop> {
+        if let Some(mut conn) = self.conn.take() {
+            self.record(Direction::Note, "close our side without QUIT");
+            let closed = conn.drop_connection(self.config.timeout).await;
+            if !closed {
+                self.record(
+                    Direction::Note,
+                    "the server did not close its side within the timeout",
+                );
+            }
+        }
+        self.history.end_session(&self.session);
+        self.session.state = pop3::State::Closed;
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        if self.conn.is_some() {
+            let _ = self.drop_conn().await;
+        }
+    }
+
+    /// Send one command, read and validate its reply, match the expectations.
+    async fn exchange(&mut self, x: &Exchange) -> Result<(), Stop> {
+        let line = x.command.expand(&self.vars).map_err(Stop::Error)?;
+        let shown = self.redactor.redact(&line);
+        self.record(Direction::Client, &shown);
+        let cmd = Command::parse(&line);
+        let label = self.redactor.redact(&cmd.label());
+        let step_id = self.step_id.clone();
+        let mut wire = line.into_bytes();
+        wire.extend_from_slice(b"\r\n");
+        {
+            let conn = self.conn()?;
+            conn.send(&wire).await?;
+            conn.waiting_for(format!("the reply to `{label}` (step {step_id})"));
+        }
+        self.session.begin(&cmd);
+        let (first, complete) = {
+            let conn = self.conn()?;
+            let l = conn.read_line(READ_CAP).await?;
+            (l.bytes.to_vec(), l.complete)
+        };
+        self.record(Direction::Server, &line_text(&first));
+        let mut found = Vec::new();
+        let status = pop3::check_status_line(&first, complete, &mut found);
+        self.add_findings(found);
+
+        let multiline = x
+            .multiline
+            .unwrap_or(status == Some(pop3::Status::Ok) && cmd.multiline_on_ok());
+        let mut matcher = match &x.body {
+            Some(b) => Some(BodyMatcher::new(b, &self.vars).map_err(Stop::Error)?),
+            None => None,
+        };
+        let mut summary = None;
+        if multiline {
+            summary = Some(self.read_body(&cmd, &label, matcher.as_mut()).await?);
+        }
+        if let Some(status) = status {
+            let mut found = Vec::new();
+            self.session
+                .finish(&cmd, status, &first, summary.as_ref(), &mut found);
+            self.add_findings(found);
+            if cmd.verb == "UIDL" && cmd.args.is_empty() && status == pop3::Status::Ok {
+                let mut found = Vec::new();
+                self.history.check_uids(&self.session, &mut found);
+                self.add_findings(found);
+            }
+        }
+
+        // The scenario's own expectations.
+        let mut mismatch = None;
+        if let Some(p) = &x.reply {
+            let m = p.compile(&self.vars).map_err(Stop::Error)?;
+            match m.matches(pop3::strip_eol(&first)) {
+                Some(caps) => {
+                    for (k, v) in caps {
+                        self.vars.set_text(&k, v);
+                    }
+                }
+                None => {
+                    mismatch = Some(Mismatch {
+                        message: format!("reply to `{label}` does not match"),
+                        expected: Some(p.display()),
+                        actual: Some(self.redactor.redact(&line_text(&first))),
+                    })
+                }
+            }
+        }
+        if mismatch.is_none() {
+            if let Some(m) = matcher {
+                let sum = summary.clone().unwrap_or_default();
+                if summary.is_none() {
+                    mismatch = Some(Mismatch {
+                        message: format!("expected a multi-line reply to `{label}`, got a single line"),
+                        expected: Some("multi-line reply".into()),
+                        actual: Some(self.redactor.redact(&line_text(&first))),
+                    });
+                } else if let Err(mut e) = m.finish(sum.lines, sum.octets, &mut self.vars) {
+                    e.actual = e.actual.map(|a| self.redactor.redact(&a));
+                    e.message = format!("reply to `{label}`: {}", e.message);
+                    mismatch = Some(e);
+                }
+            }
+        }
+
+        // Connection-level consequences of the reply.
+        if status == Some(pop3::Status::Ok) {
+            match cmd.verb.as_str() {
+                "QUIT" => self.after_quit().await,
+                "STLS" if !self.session.tls || self.conn.as_ref().is_some_and(|c| !c.is_tls()) => {
+                    self.upgrade_after_stls().await?
+                }
+                _ => {}
+            }
+        }
+        match mismatch {
+            Some(m) => {
+                self.pending_mismatch = Some(m);
+                Err(Stop::Mismatch)
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn read_body(
+        &mut self,
+        cmd: &Command,
+        label: &str,
+        mut matcher: Option<&mut BodyMatcher<'_>>,
+    ) -> Result<BodySummary, Stop> {
+        let wants_lines = self.session.wants_lines(cmd);
+        let mut decoder = MultilineDecoder::new();
+        let mut shown: Vec<String> = Vec::new();
+        let result: Result<(), WireError> = async {
+            let conn = self
+                .conn
+                .as_mut()
+                .ok_or(WireError::Usage("the connection is closed".into()))?;
+            conn.waiting_for(format!(
+                "the end of the multi-line reply to `{label}` (a line with a single '.')"
+            ));
+            loop {
+                let line = conn.read_line(READ_CAP).await?;
+                let complete = line.complete;
+                let Some(content) = decoder.feed(line.bytes, complete) else {
+                    break;
+                };
+                if (shown.len() as u64) < BODY_TRANSCRIPT_LINES && complete {
+                    shown.push(line_text(line.bytes));
+                }
+                if wants_lines {
+                    self.session.body_line(cmd, content);
+                }
+                if let Some(m) = matcher.as_deref_mut() {
+                    m.feed(content, complete);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        for s in shown {
+            self.record(Direction::Server, &s);
+        }
+        if decoder.lines > BODY_TRANSCRIPT_LINES {
+            let more = decoder.lines - BODY_TRANSCRIPT_LINES;
+            self.record(
+                Direction::Note,
+                &format!("... {more} more lines, {} octets in all", decoder.octets),
+            );
+        }
+        self.add_findings(decoder.findings());
+        match result {
+            Ok(()) => {
+                self.record(Direction::Server, ".");
+                Ok(BodySummary { octets: decoder.octets, lines: decoder.lines })
+            }
+            Err(WireError::Timeout { secs, .. }) => Err(Stop::Error(format!(
+                "no terminating '.' for the multi-line reply to `{label}` after {secs} s ({} lines, {} octets received)",
+                decoder.lines, decoder.octets
+            ))),
+            Err(WireError::Closed { .. }) => Err(Stop::Error(format!(
+                "the server closed the connection before the terminating '.' of the reply to `{label}` ({} lines received)",
+                decoder.lines
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// After `+OK` to QUIT the server closes the connection (RFC 1939 section 6).
+    async fn after_quit(&mut self) {
+        let Some(mut conn) = self.conn.take() else { return };
+        let wait = self.config.timeout.min(Duration::from_secs(5));
+        let (closed, extra) = conn.wait_closed(wait).await;
+        if !extra.is_empty() {
+            self.add_findings(vec![Finding::must(
+                "pop3.data-after-quit",
+                "RFC 1939 section 6 (QUIT)",
+                "the server sent more data after its reply to QUIT",
+            )
+            .with_bytes(&extra)]);
+        }
+        if closed {
+            self.record(Direction::Note, "the server closed the connection");
+        } else {
+            self.add_findings(vec![Finding::should(
+                "pop3.quit-close",
+                "RFC 1939 section 6 (QUIT)",
+                format!(
+                    "the server did not close the connection within {} s after QUIT",
+                    wait.as_secs()
+                ),
+            )]);
+        }
+        self.history.end_session(&self.session);
+        self.session.state = pop3::State::Closed;
+    }
+}
+
+fn ok_pattern() -> Pattern {
+    Pattern::glob("+OK*").expect("static pattern")
+}

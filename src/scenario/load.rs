@@ -1,0 +1,573 @@
+//! YAML -> [`Scenario`], with errors that point at `file:line:column`.
+//!
+//! The YAML is first read into `Raw*` structs (unknown keys rejected by
+//! serde), then checked and converted into the model. Conversion errors
+//! carry the step's position, so every message a user sees names a place.
+
+use super::model::*;
+use super::pattern::Pattern;
+use super::template::Template;
+use crate::finding::Severity;
+use serde::de::{self, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A scenario file that cannot be used, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    /// The offending source line, shown under the message.
+    pub source_line: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
+        if let Some(src) = &self.source_line {
+            let num = self.line.to_string();
+            let pad = " ".repeat(num.len());
+            write!(
+                f,
+                "\n{pad} |\n{num} | {src}\n{pad} | {}^",
+                " ".repeat(self.column.saturating_sub(1) as usize)
+            )?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\n  = hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    rfc: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    requires: Vec<String>,
+    #[serde(default)]
+    destructive: bool,
+    steps: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    #[serde(rename = "C")]
+    c: Option<String>,
+    #[serde(rename = "S")]
+    s: Option<RawPattern>,
+    multiline: Option<bool>,
+    body: Option<RawBody>,
+    login: Option<RawLogin>,
+    apop: Option<Empty>,
+    stls: Option<Empty>,
+    drop: Option<Empty>,
+    reconnect: Option<Empty>,
+    foreach: Option<String>,
+    limit: Option<usize>,
+    steps: Option<Vec<Spanned<RawStep>>>,
+    severity: Option<String>,
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogin {
+    user: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBody {
+    lines: Option<Vec<RawPattern>>,
+    each: Option<RawPattern>,
+    rows: Option<String>,
+    #[serde(default)]
+    contains: Vec<RawPattern>,
+    #[serde(default)]
+    absent: Vec<RawPattern>,
+    count: Option<RawScalar>,
+    min: Option<usize>,
+    max: Option<usize>,
+    octets: Option<RawScalar>,
+    capture: Option<String>,
+    equals: Option<String>,
+}
+
+/// A pattern is a glob string, or `{regex: "..."}`. A visitor, not `untagged`,
+/// so a wrong shape gets a precise error.
+enum RawPattern {
+    Glob(String),
+    Regex(String),
+}
+
+impl<'de> Deserialize<'de> for RawPattern {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawPattern;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a pattern string like \"+OK*\" or a map {regex: \"...\"}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPattern, E> {
+                Ok(RawPattern::Glob(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawPattern, E> {
+                Ok(RawPattern::Glob(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPattern, E> {
+                Ok(RawPattern::Glob(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPattern, A::Error> {
+                let mut regex = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "regex" if regex.is_none() => regex = Some(map.next_value::<String>()?),
+                        "regex" => return Err(de::Error::duplicate_field("regex")),
+                        other => return Err(de::Error::unknown_field(other, &["regex"])),
+                    }
+                }
+                regex
+                    .map(RawPattern::Regex)
+                    .ok_or_else(|| de::Error::missing_field("regex"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A number, or a string with `${var}` references.
+struct RawScalar(String);
+
+impl<'de> Deserialize<'de> for RawScalar {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawScalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number or a \"${variable}\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawScalar, E> {
+                Ok(RawScalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawScalar, E> {
+                Ok(RawScalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawScalar, E> {
+                Ok(RawScalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    source: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, line: u64, column: u64, message: impl Into<String>) -> LoadError {
+        let source_line = self
+            .source
+            .lines()
+            .nth(line.saturating_sub(1) as usize)
+            .map(|l| l.to_string());
+        LoadError {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+            source_line,
+            hint: None,
+        }
+    }
+}
+
+/// Load one scenario file.
+pub fn load_file(path: &Path) -> Result<Scenario, LoadError> {
+    let source = std::fs::read_to_string(path).map_err(|e| LoadError {
+        path: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the file: {e}"),
+        source_line: None,
+        hint: None,
+    })?;
+    load_str(path, &source)
+}
+
+/// Load a scenario from text; `path` is used for messages and to infer the protocol.
+pub fn load_str(path: &Path, source: &str) -> Result<Scenario, LoadError> {
+    let ctx = Ctx { path, source };
+    let raw: RawScenario = serde_saphyr::from_str(source).map_err(|e| yaml_error(&ctx, &e))?;
+    convert(&ctx, raw)
+}
+
+fn yaml_error(ctx: &Ctx, e: &serde_saphyr::Error) -> LoadError {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+    // The crate's Display may embed its own snippet; keep the first line as our message.
+    let full = e.to_string();
+    let message = full.lines().next().unwrap_or("invalid YAML").trim().to_string();
+    let mut err = ctx.err(line, column, message);
+    let src = err.source_line.clone().unwrap_or_default();
+    let lower = full.to_ascii_lowercase();
+    let alias_like = src.contains(": *") || src.trim_start().starts_with("- *");
+    if alias_like || lower.contains("alias") || lower.contains("anchor") {
+        err.hint = Some(
+            "in YAML a value starting with `*` is an alias; quote the line, e.g. S: \"* OK ...\"".into(),
+        );
+    } else if lower.contains("unknown field") {
+        err.hint = Some("see the scenario language reference in README.md for the keys a step takes".into());
+    }
+    err
+}
+
+fn convert(ctx: &Ctx, raw: RawScenario) -> Result<Scenario, LoadError> {
+    let protocol = match &raw.protocol {
+        Some(p) => Protocol::from_name(p).ok_or_else(|| {
+            let (l, c) = find_key(ctx.source, "protocol");
+            ctx.err(l, c, format!("unknown protocol `{p}` (known: pop3)"))
+        })?,
+        None => infer_protocol(ctx.path).ok_or_else(|| {
+            ctx.err(
+                1,
+                1,
+                "cannot tell the protocol from the folder name: add `protocol: pop3`",
+            )
+        })?,
+    };
+    let mut requires = Vec::new();
+    for r in &raw.requires {
+        requires.push(match r.to_ascii_lowercase().as_str() {
+            "credentials" => Requirement::Credentials,
+            "apop" => Requirement::ApopTimestamp,
+            "tls" => Requirement::Tls,
+            "plaintext" => Requirement::Plaintext,
+            _ if r.is_empty() || r.contains(char::is_whitespace) => {
+                let (l, c) = find_key(ctx.source, "requires");
+                return Err(ctx.err(l, c, format!("`{r}` is not a requirement: use credentials, apop, tls, plaintext or a capability name like TOP")));
+            }
+            _ => Requirement::Capability(r.to_ascii_uppercase()),
+        });
+    }
+    if raw.steps.is_empty() {
+        let (l, c) = find_key(ctx.source, "steps");
+        return Err(ctx.err(l, c, "a scenario needs at least one step"));
+    }
+    let steps = convert_steps(ctx, raw.steps)?;
+    let scenario = Scenario {
+        path: ctx.path.to_path_buf(),
+        name: raw.name,
+        rfc: raw.rfc,
+        description: raw.description,
+        protocol,
+        requires,
+        destructive: raw.destructive,
+        steps,
+    };
+    if !scenario.destructive {
+        if let Some(pos) = deletes_then_quits(&scenario.steps) {
+            return Err(ctx.err(
+                pos.line,
+                pos.column,
+                "this scenario deletes mail (DELE followed by QUIT) but is not marked `destructive: true`",
+            ));
+        }
+    }
+    Ok(scenario)
+}
+
+fn infer_protocol(path: &Path) -> Option<Protocol> {
+    path.ancestors()
+        .skip(1)
+        .filter_map(|p| p.file_name()?.to_str())
+        .find_map(Protocol::from_name)
+}
+
+/// Best-effort position of a top-level key, for errors about whole-file fields.
+fn find_key(source: &str, key: &str) -> (u64, u64) {
+    let prefix = format!("{key}:");
+    source
+        .lines()
+        .position(|l| l.starts_with(&prefix))
+        .map(|i| (i as u64 + 1, 1))
+        .unwrap_or((1, 1))
+}
+
+fn convert_steps(ctx: &Ctx, raw: Vec<Spanned<RawStep>>) -> Result<Vec<Step>, LoadError> {
+    raw.into_iter().map(|s| convert_step(ctx, s)).collect()
+}
+
+fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError> {
+    let pos = Position {
+        line: spanned.referenced.line(),
+        column: spanned.referenced.column(),
+    };
+    let raw = spanned.value;
+    let fail = |msg: String| ctx.err(pos.line, pos.column, msg);
+    let template = |text: &str| Template::parse(text).map_err(fail);
+
+    let actions: Vec<&str> = [
+        ("C", raw.c.is_some()),
+        ("login", raw.login.is_some()),
+        ("apop", raw.apop.is_some()),
+        ("stls", raw.stls.is_some()),
+        ("drop", raw.drop.is_some()),
+        ("reconnect", raw.reconnect.is_some()),
+        ("foreach", raw.foreach.is_some()),
+    ]
+    .iter()
+    .filter(|(_, present)| *present)
+    .map(|(k, _)| *k)
+    .collect();
+    if actions.len() != 1 {
+        return Err(fail(if actions.is_empty() {
+            "a step needs one action: C, login, apop, stls, drop, reconnect or foreach".into()
+        } else {
+            format!("a step takes one action, this one has {}", actions.join(", "))
+        }));
+    }
+    if raw.c.is_none() && (raw.s.is_some() || raw.body.is_some() || raw.multiline.is_some()) {
+        return Err(fail("`S`, `body` and `multiline` belong to a `C` step".into()));
+    }
+    if raw.foreach.is_none() && (raw.steps.is_some() || raw.limit.is_some()) {
+        return Err(fail("`steps` and `limit` belong to a `foreach` step".into()));
+    }
+    let severity = match raw.severity.as_deref() {
+        None | Some("must") => Severity::Must,
+        Some("should") => Severity::Should,
+        Some(other) => return Err(fail(format!("severity `{other}`: use `must` or `should`"))),
+    };
+
+    let kind = if let Some(c) = raw.c {
+        if c.contains(['\r', '\n']) {
+            return Err(fail(
+                "a `C` line cannot contain a line break: the runner adds CRLF".into(),
+            ));
+        }
+        let reply = raw.s.map(|p| pattern(p).map_err(fail)).transpose()?;
+        let body = raw.body.map(|b| convert_body(b).map_err(fail)).transpose()?;
+        if body.is_some() && raw.multiline == Some(false) {
+            return Err(fail("`body` with `multiline: false` can never match".into()));
+        }
+        StepKind::Exchange(Box::new(Exchange {
+            command: template(&c)?,
+            reply,
+            multiline: raw.multiline,
+            body,
+        }))
+    } else if let Some(l) = raw.login {
+        StepKind::Login {
+            user: l.user.as_deref().map(template).transpose()?,
+            password: l.password.as_deref().map(template).transpose()?,
+        }
+    } else if raw.apop.is_some() {
+        StepKind::Apop
+    } else if raw.stls.is_some() {
+        StepKind::StartTls
+    } else if raw.drop.is_some() {
+        StepKind::Drop
+    } else if raw.reconnect.is_some() {
+        StepKind::Reconnect
+    } else {
+        let rows = raw.foreach.unwrap_or_default();
+        let steps = raw.steps.ok_or_else(|| fail("`foreach` needs `steps`".into()))?;
+        if steps.is_empty() {
+            return Err(fail("`foreach` needs at least one step".into()));
+        }
+        StepKind::ForEach {
+            rows,
+            limit: raw.limit,
+            steps: convert_steps(ctx, steps)?,
+        }
+    };
+    Ok(Step {
+        pos,
+        kind,
+        severity,
+        note: raw.note,
+    })
+}
+
+fn pattern(raw: RawPattern) -> Result<Pattern, String> {
+    match raw {
+        RawPattern::Glob(g) => Pattern::glob(&g),
+        RawPattern::Regex(r) => Pattern::regex(&r),
+    }
+}
+
+fn convert_body(raw: RawBody) -> Result<BodyExpect, String> {
+    let patterns = |v: Vec<RawPattern>| v.into_iter().map(pattern).collect::<Result<Vec<_>, _>>();
+    if raw.rows.is_some() && raw.each.is_none() {
+        return Err("`rows` keeps the captures of `each`: add `each: \"{name} ...\"`".into());
+    }
+    Ok(BodyExpect {
+        lines: raw.lines.map(patterns).transpose()?,
+        each: raw.each.map(pattern).transpose()?,
+        rows: raw.rows,
+        contains: patterns(raw.contains)?,
+        absent: patterns(raw.absent)?,
+        count: raw.count.map(|s| Template::parse(&s.0)).transpose()?,
+        min: raw.min,
+        max: raw.max,
+        octets: raw.octets.map(|s| Template::parse(&s.0)).transpose()?,
+        capture: raw.capture,
+        equals: raw.equals.map(|s| Template::parse(&s)).transpose()?,
+    })
+}
+
+/// Find a `DELE` that a later `QUIT` in the same session would commit.
+fn deletes_then_quits(steps: &[Step]) -> Option<Position> {
+    let mut flat = Vec::new();
+    flatten(steps, &mut flat);
+    let mut pending: Option<Position> = None;
+    for (pos, verb) in flat {
+        match verb.as_str() {
+            "DELE" => pending = pending.or(Some(pos)),
+            "QUIT" if pending.is_some() => return pending,
+            "RECONNECT" | "DROP" | "RSET" => pending = None,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn flatten(steps: &[Step], out: &mut Vec<(Position, String)>) {
+    for s in steps {
+        match &s.kind {
+            StepKind::Exchange(e) => {
+                let verb = e.command.source.split_whitespace().next().unwrap_or("");
+                out.push((s.pos, verb.to_ascii_uppercase()));
+            }
+            StepKind::Reconnect => out.push((s.pos, "RECONNECT".into())),
+            StepKind::Drop => out.push((s.pos, "DROP".into())),
+            StepKind::ForEach { steps, .. } => flatten(steps, out),
+            _ => {}
+        }
+    }
+}
+
+/// Expand paths (files or folders, searched recursively) into sorted `.yaml`/`.yml` files.
+pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{}: no such file or folder", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(src: &str) -> Result<Scenario, LoadError> {
+        load_str(Path::new("scenarios/pop3/t.yaml"), src)
+    }
+
+    #[test]
+    fn loads_a_scenario() {
+        let s = load(
+            "name: x\nrfc: RFC 1939 section 5\nrequires: [credentials, UIDL]\nsteps:\n  - login: {}\n  - C: STAT\n    S: \"+OK {count} {size}\"\n  - C: LIST\n    body: {each: \"{msg} {size}\", rows: msgs}\n  - foreach: msgs\n    steps:\n      - C: RETR ${msg}\n        body: {octets: \"${size}\"}\n",
+        )
+        .unwrap();
+        assert_eq!(s.protocol, Protocol::Pop3);
+        assert_eq!(
+            s.requires,
+            vec![Requirement::Credentials, Requirement::Capability("UIDL".into())]
+        );
+        assert_eq!(s.steps.len(), 4);
+        assert_eq!(s.steps[1].pos.line, 6);
+    }
+
+    #[test]
+    fn unknown_key_has_position() {
+        let e = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    Z: oops\n").unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.to_string().contains("scenarios/pop3/t.yaml:5:"), "{e}");
+    }
+
+    #[test]
+    fn yaml_alias_gets_a_hint() {
+        let e = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    S: * OK\n").unwrap_err();
+        assert!(e.hint.as_deref().unwrap_or("").contains("quote"), "{e}");
+    }
+
+    #[test]
+    fn step_errors_point_at_the_step() {
+        let e = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n  - S: \"+OK\"\n").unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("one action"));
+    }
+
+    #[test]
+    fn dele_then_quit_must_be_marked() {
+        let src = "name: x\nrfc: y\nsteps:\n  - login: {}\n  - C: DELE 1\n  - C: QUIT\n";
+        let e = load(src).unwrap_err();
+        assert!(e.message.contains("destructive"), "{e}");
+        assert_eq!(e.line, 5);
+        let ok = src.replace("steps:", "destructive: true\nsteps:");
+        assert!(load(&ok).unwrap().destructive);
+        // RSET before QUIT undoes the deletion: not destructive.
+        assert!(load("name: x\nrfc: y\nsteps:\n  - C: DELE 1\n  - C: RSET\n  - C: QUIT\n").is_ok());
+    }
+
+    #[test]
+    fn bad_pattern_is_reported() {
+        let e = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    S: \"+OK {a b}\"\n").unwrap_err();
+        assert!(e.message.contains("capture"), "{e}");
+    }
+
+    #[test]
+    fn protocol_must_be_known() {
+        let e = load_str(Path::new("x.yaml"), "name: x\nrfc: y\nsteps:\n  - C: STAT\n").unwrap_err();
+        assert!(e.message.contains("protocol"));
+    }
+}

@@ -1,0 +1,162 @@
+//! Scenario types: pure data, produced by `load`, consumed by the runner.
+
+use super::pattern::Pattern;
+use super::template::Template;
+use crate::finding::Severity;
+use serde::Serialize;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Which protocol a scenario speaks; decides the target it runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Pop3,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Pop3 => "pop3",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        match name.to_ascii_lowercase().as_str() {
+            "pop3" => Some(Protocol::Pop3),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A precondition: when unmet the scenario is skipped with a reason, not failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// The run has a user name and a password.
+    Credentials,
+    /// The greeting carries an APOP timestamp (`<...>`).
+    ApopTimestamp,
+    /// The connection is (or will be upgraded to) TLS.
+    Tls,
+    /// The connection starts in plaintext (e.g. to test STLS itself).
+    Plaintext,
+    /// The server lists this capability (POP3 CAPA tag, e.g. `TOP`, `UIDL`, `STLS`).
+    Capability(String),
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Requirement::Credentials => f.write_str("credentials"),
+            Requirement::ApopTimestamp => f.write_str("apop"),
+            Requirement::Tls => f.write_str("tls"),
+            Requirement::Plaintext => f.write_str("plaintext"),
+            Requirement::Capability(c) => f.write_str(c),
+        }
+    }
+}
+
+/// One scenario file.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub path: PathBuf,
+    pub name: String,
+    pub rfc: String,
+    pub description: Option<String>,
+    pub protocol: Protocol,
+    pub requires: Vec<Requirement>,
+    /// Deletes mail (DELE then QUIT): runs only with `--allow-destructive`.
+    pub destructive: bool,
+    pub steps: Vec<Step>,
+}
+
+/// Where a step was written, for error messages and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Position {
+    pub line: u64,
+    pub column: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub pos: Position,
+    pub kind: StepKind,
+    /// `Must` unless the step says `severity: should` (then a mismatch only warns).
+    pub severity: Severity,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// `C:` a command, optionally `S:` its expected status line and `body:`.
+    Exchange(Box<Exchange>),
+    /// Log in with the run's credentials (POP3: USER/PASS).
+    Login {
+        user: Option<Template>,
+        password: Option<Template>,
+    },
+    /// Log in with APOP using the greeting's timestamp.
+    Apop,
+    /// Upgrade the connection with STLS.
+    StartTls,
+    /// Close the connection without QUIT (waits for the server to close its side).
+    Drop,
+    /// Open a new session: connect, greeting, and the run's `--starttls` if set.
+    Reconnect,
+    /// Run `steps` once per row captured earlier with `body: {rows: NAME}`.
+    ForEach {
+        rows: String,
+        limit: Option<usize>,
+        steps: Vec<Step>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub command: Template,
+    pub reply: Option<Pattern>,
+    /// Force (or forbid) reading a multi-line body; by default the protocol decides.
+    pub multiline: Option<bool>,
+    pub body: Option<BodyExpect>,
+}
+
+/// Expectations on a multi-line body (after dot-unstuffing, without the terminator).
+#[derive(Debug, Clone, Default)]
+pub struct BodyExpect {
+    /// Line by line, exactly this many lines.
+    pub lines: Option<Vec<Pattern>>,
+    /// Every line matches; its captures become a row when `rows` is set.
+    pub each: Option<Pattern>,
+    pub rows: Option<String>,
+    /// Some line matches each of these.
+    pub contains: Vec<Pattern>,
+    /// No line matches any of these.
+    pub absent: Vec<Pattern>,
+    pub count: Option<Template>,
+    pub min: Option<usize>,
+    pub max: Option<usize>,
+    /// Exact octets of the unstuffed body, CRLF line ends included.
+    pub octets: Option<Template>,
+    /// Keep the whole body (capped) in a variable.
+    pub capture: Option<String>,
+    /// The whole body equals this (usually `${captured}`).
+    pub equals: Option<Template>,
+}
+
+impl BodyExpect {
+    /// Whether matching needs each line kept (as opposed to counted).
+    pub fn needs_lines(&self) -> bool {
+        self.lines.is_some()
+            || self.each.is_some()
+            || !self.contains.is_empty()
+            || !self.absent.is_empty()
+            || self.capture.is_some()
+            || self.equals.is_some()
+    }
+}

@@ -1,0 +1,185 @@
+//! `${name}` references in command lines and patterns.
+//!
+//! Parsed at load time (so a typo is a lint error) and expanded at run time
+//! against the scenario's variables. `${n+1}` / `${n-1}` do integer offsets,
+//! which data-independent scenarios need ("one past the last message").
+
+use crate::secret::Secret;
+use std::collections::BTreeMap;
+
+/// One piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Text as written (for patterns: still glob syntax).
+    Lit(String),
+    /// A variable reference with an optional integer offset.
+    Var { name: String, offset: i64 },
+}
+
+/// A parsed string with `${...}` references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub source: String,
+    pub pieces: Vec<Piece>,
+}
+
+/// A value a variable can hold.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Text(String),
+    Secret(Secret),
+    /// Rows captured from a multi-line reply, iterated by `foreach`.
+    Rows(Vec<BTreeMap<String, String>>),
+}
+
+/// The variables of one scenario run.
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    map: BTreeMap<String, Value>,
+}
+
+impl Vars {
+    pub fn set_text(&mut self, name: &str, value: impl Into<String>) {
+        self.map.insert(name.to_string(), Value::Text(value.into()));
+    }
+    pub fn set(&mut self, name: &str, value: Value) {
+        self.map.insert(name.to_string(), value);
+    }
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.map.get(name)
+    }
+    pub fn text(&self, name: &str) -> Option<&str> {
+        match self.map.get(name)? {
+            Value::Text(t) => Some(t),
+            Value::Secret(s) => Some(s.expose()),
+            Value::Rows(_) => None,
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Template {
+    /// Parse `text`; errors say what is wrong with a reference.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut lit = String::new();
+        let mut rest = text;
+        while let Some(pos) = rest.find("${") {
+            lit.push_str(&rest[..pos]);
+            let after = &rest[pos + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in `{text}`"))?;
+            let inner = after[..end].trim();
+            let (name, offset) = match inner.find(['+', '-']) {
+                Some(i) => {
+                    let n: i64 = inner[i + 1..].trim().parse().map_err(|_| {
+                        format!("`${{{inner}}}`: an offset must be an integer, like `${{count-1}}`")
+                    })?;
+                    let n = if &inner[i..i + 1] == "-" { -n } else { n };
+                    (inner[..i].trim(), n)
+                }
+                None => (inner, 0),
+            };
+            if !valid_name(name) {
+                return Err(format!(
+                    "`${{{inner}}}` is not a variable name (letters, digits, `_`)"
+                ));
+            }
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            pieces.push(Piece::Var {
+                name: name.to_string(),
+                offset,
+            });
+            rest = &after[end + 1..];
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() {
+            pieces.push(Piece::Lit(lit));
+        }
+        Ok(Template {
+            source: text.to_string(),
+            pieces,
+        })
+    }
+
+    /// Names referenced, for lint and for knowing which variables a step needs.
+    pub fn var_names(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Var { name, .. } => Some(name.as_str()),
+            Piece::Lit(_) => None,
+        })
+    }
+
+    /// Whether expanding this template puts a secret into the result.
+    pub fn uses_secret(&self, vars: &Vars) -> bool {
+        self.var_names()
+            .any(|n| matches!(vars.get(n), Some(Value::Secret(_))))
+    }
+
+    /// Expand with `escape` applied to each variable's value (identity for commands,
+    /// regex escaping for patterns).
+    pub fn expand_with(&self, vars: &Vars, escape: impl Fn(&str) -> String) -> Result<String, String> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Lit(t) => out.push_str(t),
+                Piece::Var { name, offset } => {
+                    let value = vars.text(name).ok_or_else(|| match vars.get(name) {
+                        Some(Value::Rows(_)) => {
+                            format!("`${{{name}}}` holds rows; use it with `foreach`")
+                        }
+                        _ => format!("variable `{name}` is not set (no --var and no earlier capture)"),
+                    })?;
+                    if *offset == 0 {
+                        out.push_str(&escape(value));
+                    } else {
+                        let n: i64 = value.trim().parse().map_err(|_| {
+                            format!("`${{{name}}}` is `{value}`, not a number, so it takes no offset")
+                        })?;
+                        out.push_str(&escape(&(n + offset).to_string()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn expand(&self, vars: &Vars) -> Result<String, String> {
+        self.expand_with(vars, |s| s.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_expands() {
+        let t = Template::parse("RETR ${msg} and ${count-1}").unwrap();
+        let mut v = Vars::default();
+        v.set_text("msg", "3");
+        v.set_text("count", "10");
+        assert_eq!(t.expand(&v).unwrap(), "RETR 3 and 9");
+    }
+
+    #[test]
+    fn rejects_bad_references() {
+        assert!(Template::parse("${").is_err());
+        assert!(Template::parse("${1x}").is_err());
+        assert!(Template::parse("${n+x}").is_err());
+    }
+
+    #[test]
+    fn unknown_variable_is_an_error() {
+        let t = Template::parse("${nope}").unwrap();
+        assert!(t.expand(&Vars::default()).unwrap_err().contains("not set"));
+    }
+}
