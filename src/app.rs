@@ -36,7 +36,8 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Lint { paths } => lint(&paths),
         Command::Run(args) => with_runtime(|| async move { run(args).await }),
-        Command::Serve(_) | Command::Demo(_) => Err(AppError::Usage("TEMP".into())), // TEMP
+        Command::Serve(args) => with_runtime(|| async move { crate::serve::serve(args).await }),
+        Command::Demo(args) => with_runtime(|| async move { crate::serve::demo(args).await }),
     };
     match result {
         Ok(code) => code,
@@ -229,6 +230,10 @@ pub async fn execute(
     let report = run_all(scenarios, config, |e| console.on_event(e)).await;
     write_reports(&report, output.junit.as_deref(), output.json.as_deref())?;
     console.summary(&report.totals, report.duration_ms);
+    if let Some(e) = &report.connect_error {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
     Ok(if report.totals.failed > 0 {
         ExitCode::from(EXIT_FAILED)
     } else {

@@ -14,4 +14,6 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod secret;
+pub mod serve;
+pub mod server;
 pub mod wire;

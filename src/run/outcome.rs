@@ -127,6 +127,9 @@ pub struct RunReport {
     pub target: String,
     pub started_at: String,
     pub duration_ms: u64,
+    /// Set when the first connection to the target failed: the run fails whatever the scenarios say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_error: Option<String>,
     pub totals: Totals,
     pub scenarios: Vec<ScenarioOutcome>,
 }

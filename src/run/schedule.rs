@@ -17,13 +17,16 @@ pub enum Event<'a> {
     Finished(&'a ScenarioOutcome),
 }
 
-/// Run `scenarios` in order. A target that cannot be reached fails every
-/// scenario that would have run, with the connection error as the reason.
+/// Run `scenarios` in order, destructive ones last so that the mail they
+/// delete cannot change what the others see. A target that cannot be reached
+/// fails every scenario that would have run, with the connection error as the reason.
 pub async fn run_all(
     scenarios: &[Scenario],
     config: &RunConfig,
     mut on_event: impl FnMut(Event<'_>),
 ) -> RunReport {
+    let mut ordered: Vec<&Scenario> = scenarios.iter().collect();
+    ordered.sort_by_key(|s| s.destructive);
     let started = Instant::now();
     let started_at = now_rfc3339();
     let info = discover(config)
@@ -35,7 +38,7 @@ pub async fn run_all(
         server: info.as_ref().map_err(|e| e.as_str()),
     });
     let mut outcomes = Vec::with_capacity(scenarios.len());
-    for s in scenarios {
+    for s in ordered {
         let outcome = if s.protocol != config.target.protocol {
             unreachable_outcome(s, Status::Skipped, format!("no {} target given", s.protocol))
         } else {
@@ -57,6 +60,7 @@ pub async fn run_all(
         target: config.target.to_string(),
         started_at,
         duration_ms: started.elapsed().as_millis() as u64,
+        connect_error: info.err(),
         totals: Totals::of(&outcomes),
         scenarios: outcomes,
     }

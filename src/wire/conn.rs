@@ -169,11 +169,28 @@ impl Conn {
                 waiting_for: format!("the TLS handshake with {}", self.addr),
                 secs: self.timeout.as_secs(),
             }),
-            Ok(Err(e)) => Err(WireError::Tls {
-                addr: self.addr.clone(),
-                detail: e.to_string(),
-                cert: cert.map(Box::new),
-            }),
+            Ok(Err(e)) => {
+                let mut detail = e.to_string();
+                if let Some(c) = &cert {
+                    detail.push_str(&format!(
+                        "; the certificate is for {} (names: {}), issued by {}, valid {} to {}",
+                        c.subject,
+                        if c.names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            c.names.join(", ")
+                        },
+                        c.issuer,
+                        c.not_before,
+                        c.not_after
+                    ));
+                }
+                Err(WireError::Tls {
+                    addr: self.addr.clone(),
+                    detail,
+                    cert: cert.map(Box::new),
+                })
+            }
             Ok(Ok(tls)) => {
                 self.stream = Stream::Tls(Box::new(tls));
                 Ok(())

@@ -1,0 +1,139 @@
+//! `mailcheck serve` and `mailcheck demo`: the embedded reference server on
+//! its own, or with the bundled suite run against it.
+
+use crate::app::{bundled_scenarios, execute, AppError};
+use crate::cli::{DemoArgs, OutputArgs, ServeArgs};
+use crate::run::RunConfig;
+use crate::secret::Secret;
+use crate::server::{self, Fault, Faults, ServerConfig, Store, TlsIdentity, FIXTURE_USERS};
+use crate::wire::{Target, TlsSettings};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn parse_faults(names: &[String]) -> Result<Faults, AppError> {
+    let mut faults = Faults::none();
+    for n in names {
+        let f: Fault = n
+            .parse()
+            .map_err(|e: server::ServerError| AppError::Usage(e.to_string()))?;
+        faults.insert(f);
+    }
+    Ok(faults)
+}
+
+fn wants_fault_list(names: &[String]) -> bool {
+    names.iter().any(|n| n == "list")
+}
+
+fn print_fault_list() -> ExitCode {
+    println!("faults of the embedded server (--fault NAME, repeatable):");
+    for f in Fault::ALL {
+        println!("  {:<22} {}", f.name(), f.describe());
+    }
+    ExitCode::SUCCESS
+}
+
+fn addr(text: &str, flag: &str) -> Result<SocketAddr, AppError> {
+    text.parse()
+        .map_err(|_| AppError::Usage(format!("{flag} {text}: give an address like 127.0.0.1:10110")))
+}
+
+fn identity() -> Result<Arc<TlsIdentity>, AppError> {
+    TlsIdentity::generate(&["localhost", "127.0.0.1"])
+        .map(Arc::new)
+        .map_err(|e| AppError::Runtime(e.to_string()))
+}
+
+pub async fn serve(args: ServeArgs) -> Result<ExitCode, AppError> {
+    if wants_fault_list(&args.faults) {
+        return Ok(print_fault_list());
+    }
+    let faults = parse_faults(&args.faults)?;
+    let identity = identity()?;
+    let mut config = ServerConfig::new(Arc::new(Store::fixture()), identity.clone());
+    config.pop3_listen = Some(addr(&args.listen, "--listen")?);
+    config.pop3s_listen = args
+        .tls_listen
+        .as_deref()
+        .map(|a| addr(a, "--tls-listen"))
+        .transpose()?;
+    config.faults = faults;
+    config.apop = !args.no_apop;
+    if let Some(path) = &args.cert_out {
+        crate::report::junit::write_file(path, identity.cert_pem.as_bytes()).map_err(AppError::Runtime)?;
+    }
+    let running = server::start(config)
+        .await
+        .map_err(|e| AppError::Runtime(e.to_string()))?;
+    if let Some(a) = running.pop3_addr {
+        println!("listening: pop3://{a} (STLS available)");
+    }
+    if let Some(a) = running.pop3s_addr {
+        println!("listening: pop3s://{a}");
+    }
+    let users: Vec<&str> = FIXTURE_USERS.iter().map(|(u, _)| *u).collect();
+    println!("users: {} (each password is NAME-demo-pw)", users.join(", "));
+    if let Some(path) = &args.cert_out {
+        println!("certificate: {} (pass it with --cacert)", path.display());
+    }
+    if !faults.is_empty() {
+        println!("faults: {faults}");
+    }
+    println!("press Ctrl-C to stop");
+    let _ = tokio::signal::ctrl_c().await;
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn demo(args: DemoArgs) -> Result<ExitCode, AppError> {
+    if wants_fault_list(&args.faults) {
+        return Ok(print_fault_list());
+    }
+    let faults = parse_faults(&args.faults)?;
+    let identity = identity()?;
+    let mut config = ServerConfig::new(Arc::new(Store::fixture()), identity.clone());
+    config.faults = faults;
+    let running = server::start(config)
+        .await
+        .map_err(|e| AppError::Runtime(e.to_string()))?;
+    let plain = running
+        .pop3_addr
+        .ok_or_else(|| AppError::Runtime("the embedded server did not start its POP3 listener".into()))?;
+    let scenarios = bundled_scenarios("scenarios/pop3/")?;
+    if scenarios.is_empty() {
+        return Err(AppError::Runtime(
+            "this build has no bundled scenarios (scenarios/pop3 was empty)".into(),
+        ));
+    }
+    let (user, password) = FIXTURE_USERS[0];
+    let target = Target::parse(&format!("pop3://{plain}")).map_err(|e| AppError::Runtime(e.to_string()))?;
+    let run = RunConfig {
+        target,
+        tls: TlsSettings::with_pem_roots(&identity.cert_pem).map_err(AppError::Runtime)?,
+        starttls: false,
+        user: Some(user.to_string()),
+        password: Some(Secret::new(password)),
+        vars: Vec::new(),
+        // Short, so a fault that stalls the server shows up quickly.
+        timeout: Duration::from_secs(3),
+        allow_destructive: true,
+    };
+    println!("mailcheck demo: the embedded POP3 server listens on {plain} as user {user}");
+    if !faults.is_empty() {
+        println!("faults switched on: {faults}");
+    }
+    let output = OutputArgs {
+        junit: Some(args.junit.clone()),
+        json: args.json.clone(),
+        verbose: args.verbose,
+        quiet: false,
+    };
+    let code = execute(&scenarios, &run, &output).await;
+    running.shutdown().await;
+    if faults.is_empty() {
+        println!("see a failure: mailcheck demo --fault no-byte-stuffing   (list: --fault list)");
+    }
+    code
+}

@@ -1,0 +1,176 @@
+//! The command line's contract for bad input: clear errors, the right exit
+//! code, nothing hangs. These need no server.
+
+mod common;
+use common::*;
+use std::net::TcpListener;
+use std::time::Duration;
+
+#[test]
+fn malformed_yaml_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(
+        dir.path(),
+        "bad.yaml",
+        "name: x\nrfc: y\nsteps:\n  - C: STAT\n    S: [unclosed\n",
+    );
+    let out = mailcheck(&["lint", path.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains(&format!("{}:", path.display())),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("bad.yaml:5:") || out.stderr.contains("bad.yaml:6:"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn unknown_key_is_an_error_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(
+        dir.path(),
+        "k.yaml",
+        "name: x\nrfc: y\nsteps:\n  - C: STAT\n    expect: +OK\n",
+    );
+    let out = mailcheck(&["lint", path.to_str().unwrap()]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("k.yaml:5:"), "{}", out.stderr);
+    assert!(out.stderr.contains("expect"), "{}", out.stderr);
+}
+
+#[test]
+fn yaml_alias_line_gets_a_quoting_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(
+        dir.path(),
+        "a.yaml",
+        "name: x\nrfc: y\nsteps:\n  - C: NOOP\n    S: * OK\n",
+    );
+    let out = mailcheck(&["lint", path.to_str().unwrap()]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("quote"), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_option_is_a_usage_error() {
+    let out = mailcheck(&[
+        "run",
+        "scenarios/pop3",
+        "--target",
+        "pop3://127.0.0.1:1",
+        "--frobnicate",
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--frobnicate"), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_scheme_is_a_usage_error() {
+    let out = mailcheck(&["run", "scenarios/pop3", "--target", "gopher://127.0.0.1:70"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("unknown target scheme `gopher://`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn missing_scenario_path_is_a_usage_error() {
+    let out = mailcheck(&["run", "no/such/dir", "--target", "pop3://127.0.0.1:1"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("no/such/dir"), "{}", out.stderr);
+}
+
+#[test]
+fn connection_refused_names_host_port_and_os_error() {
+    // Bind then drop to find a port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("pop3://127.0.0.1:{port}");
+    let out = mailcheck(&["run", "scenarios/pop3", "--target", &target, "--timeout", "2"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let text = out.all();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.to_lowercase().contains("connection refused"), "{text}");
+    assert!(text.contains(" failed, "), "{text}");
+}
+
+#[test]
+fn a_server_that_never_greets_times_out_with_what_we_waited_for() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s); // accept and say nothing
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(
+        dir.path(),
+        "g.yaml",
+        "name: greeting\nrfc: RFC 1939 section 4\nsteps:\n  - C: QUIT\n",
+    );
+    let target = format!("pop3://127.0.0.1:{port}");
+    let out = mailcheck_env(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--target",
+            &target,
+            "--timeout",
+            "1",
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.all().contains("timed out after 1 s waiting for the greeting"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn bad_timeout_and_var_are_usage_errors() {
+    let out = mailcheck(&["run", "scenarios/pop3", "--target", "pop3://h", "--timeout", "0"]);
+    assert_eq!(out.code, 2);
+    let out = mailcheck(&[
+        "run",
+        "scenarios/pop3",
+        "--target",
+        "pop3://h",
+        "--var",
+        "novalue",
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("name=value"));
+}
+
+#[test]
+fn password_in_the_url_is_refused_without_echoing_it() {
+    let out = mailcheck(&[
+        "run",
+        "scenarios/pop3",
+        "--target",
+        "pop3://alice:sup3rsecret@127.0.0.1",
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(!out.all().contains("sup3rsecret"), "{}", out.all());
+}
+
+#[test]
+fn bundled_scenarios_lint_clean() {
+    let out = mailcheck(&["lint", "scenarios"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("are valid"));
+}
