@@ -466,7 +466,8 @@ impl Session {
             }
             ("STLS", Status::Ok) => {
                 if self.tls {
-                    findings.push(Finding::must(
+                    // RFC 2595 only says -ERR "MAY result"; a second handshake is still odd.
+                    findings.push(Finding::should(
                         "pop3.stls-twice",
                         "RFC 2595 section 4",
                         "+OK to STLS on a connection that already uses TLS",

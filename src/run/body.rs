@@ -2,14 +2,25 @@
 //!
 //! Nothing here keeps the whole body: lines are matched as they pass, a
 //! preview is kept for diffs, and `capture`/`equals` hold at most
-//! [`CAPTURE_CAP`] bytes.
+//! [`CAPTURE_CAP`] bytes (comparisons with a captured body use a digest
+//! of all of it).
 
 use super::outcome::Mismatch;
 use crate::finding::line_text;
 use crate::scenario::pattern::Matcher;
+use crate::scenario::template::{BodyDigest, Piece, Template};
 use crate::scenario::template::{Value, Vars};
 use crate::scenario::BodyExpect;
+use md5::{Digest, Md5};
 use std::collections::BTreeMap;
+
+/// The variable name when a template is exactly `${name}`.
+fn single_var(t: &Template) -> Option<&str> {
+    match t.pieces.as_slice() {
+        [Piece::Var { name, offset: 0 }] => Some(name),
+        _ => None,
+    }
+}
 
 /// Most bytes kept for `capture:` / compared by `equals:`.
 pub const CAPTURE_CAP: usize = 4 * 1024 * 1024;
@@ -27,6 +38,9 @@ pub struct BodyMatcher<'e> {
     rows: Vec<BTreeMap<String, String>>,
     capture: Option<Vec<u8>>,
     capture_overflow: bool,
+    /// Digest of the whole body, so `equals` works past the capture cap.
+    digest: Option<Md5>,
+    total: u64,
     index: usize,
     partial: Vec<u8>,
     pub preview: Vec<String>,
@@ -50,6 +64,8 @@ impl<'e> BodyMatcher<'e> {
             rows: Vec::new(),
             capture: (expect.capture.is_some() || expect.equals.is_some()).then(Vec::new),
             capture_overflow: false,
+            digest: (expect.capture.is_some() || expect.equals.is_some()).then(Md5::new),
+            total: 0,
             index: 0,
             partial: Vec::new(),
             preview: Vec::new(),
@@ -59,6 +75,10 @@ impl<'e> BodyMatcher<'e> {
 
     /// One piece of unstuffed content (`complete` when it ends a line).
     pub fn feed(&mut self, content: &[u8], complete: bool) {
+        if let Some(d) = &mut self.digest {
+            d.update(content);
+            self.total += content.len() as u64;
+        }
         if let Some(buf) = &mut self.capture {
             if buf.len() + content.len() <= CAPTURE_CAP {
                 buf.extend_from_slice(content);
@@ -240,14 +260,26 @@ impl<'e> BodyMatcher<'e> {
                 }
             }
         }
+        let digest = self.digest.take().map(|d| BodyDigest {
+            octets: self.total,
+            md5: d.finalize().into(),
+        });
         if let Some(t) = &expect.equals {
-            let want = t.expand(vars).map_err(|m| Mismatch {
-                message: m,
-                expected: None,
-                actual: None,
-            })?;
             let got = self.capture.as_deref().unwrap_or(&[]);
-            if self.capture_overflow || want.as_bytes() != got {
+            // `equals: "${name}"` after `capture: name` compares digests: exact bytes, any size.
+            let same = match (single_var(t).and_then(|n| vars.digest(n)), &digest) {
+                (Some(want), Some(have)) => want == *have,
+                _ => {
+                    let want = t.expand(vars).map_err(|m| Mismatch {
+                        message: m,
+                        expected: None,
+                        actual: None,
+                    })?;
+                    !self.capture_overflow && want == String::from_utf8_lossy(got)
+                }
+            };
+            if !same {
+                let want = t.expand(vars).unwrap_or_else(|_| t.source.clone());
                 return Err(Mismatch {
                     message: "body differs from the expected text".into(),
                     expected: Some(want),
@@ -258,6 +290,9 @@ impl<'e> BodyMatcher<'e> {
         if let Some(name) = &expect.capture {
             let got = self.capture.take().unwrap_or_default();
             vars.set_text(name, String::from_utf8_lossy(&got).into_owned());
+            if let Some(d) = digest {
+                vars.set_digest(name, d);
+            }
         }
         if let Some(name) = &expect.rows {
             vars.set(name, Value::Rows(std::mem::take(&mut self.rows)));

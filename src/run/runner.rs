@@ -53,6 +53,9 @@ pub struct ServerInfo {
     pub capabilities: Option<Vec<String>>,
     pub apop_timestamp: bool,
     pub tls: bool,
+    /// CAPA got +OK but its reply was broken (e.g. no terminator): scenarios
+    /// that require capabilities then run, and fail, instead of being skipped.
+    pub capa_broken: bool,
 }
 
 /// Why a scenario stopped early.
@@ -107,6 +110,12 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig, info: &ServerInfo) -
             }
             Requirement::Plaintext => (config.target.security == Security::Implicit || config.starttls)
                 .then(|| "needs a plaintext start (a pop3:// target without --starttls)".to_string()),
+            // `CAPA` itself is met by a server that answers CAPA (RFC 2449), whatever it lists.
+            Requirement::Capability(_) if info.capa_broken => None,
+            Requirement::Capability(c) if c == "CAPA" => info
+                .capabilities
+                .is_none()
+                .then(|| "the server does not answer CAPA".to_string()),
             Requirement::Capability(c) => match &info.capabilities {
                 None => Some(format!("needs {c}, and the server does not answer CAPA")),
                 Some(caps) if !caps.iter().any(|x| x == c) => {
@@ -139,6 +148,7 @@ pub async fn discover(config: &RunConfig) -> Result<ServerInfo, WireError> {
         apop_timestamp: run.session.greeting_timestamp.is_some(),
         tls: run.conn.as_ref().is_some_and(|c| c.is_tls()),
         capabilities: None,
+        capa_broken: false,
     };
     let capa = Exchange {
         command: fixed("CAPA"),
@@ -146,8 +156,12 @@ pub async fn discover(config: &RunConfig) -> Result<ServerInfo, WireError> {
         multiline: None,
         body: None,
     };
-    if run.exchange(&capa).await.is_ok() {
-        info.capabilities = run.session.capabilities.clone();
+    match run.exchange(&capa).await {
+        Ok(()) => info.capabilities = run.session.capabilities.clone(),
+        Err(_) => {
+            info.capa_broken = true;
+            return Ok(info);
+        }
     }
     let quit = Exchange {
         command: fixed("QUIT"),
@@ -502,25 +516,12 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// USER then PASS, each expecting +OK; the templates default to the run's credentials.
     async fn login(&mut self, user: Option<&Template>, password: Option<&Template>) -> Result<(), Stop> {
-        let user = match user {
-            Some(t) => t.clone(),
-            None => Template::parse("USER ${user}").map_err(Stop::Error)?,
-        };
-        let user_cmd = Template {
-            source: format!("USER {}", user.source.trim_start_matches("USER ")),
-            pieces: if user.source.starts_with("USER ") {
-                user.pieces
-            } else {
-                Template::parse(&format!("USER {}", user.source))
-                    .map_err(Stop::Error)?
-                    .pieces
-            },
-        };
-        let pass_cmd = match password {
-            Some(p) => Template::parse(&format!("PASS {}", p.source)).map_err(Stop::Error)?,
-            None => Template::parse("PASS ${password}").map_err(Stop::Error)?,
-        };
+        let user = user.map_or("${user}", |t| t.source.as_str());
+        let password = password.map_or("${password}", |t| t.source.as_str());
+        let user_cmd = Template::parse(&format!("USER {user}")).map_err(Stop::Error)?;
+        let pass_cmd = Template::parse(&format!("PASS {password}")).map_err(Stop::Error)?;
         for t in [&user_cmd, &pass_cmd] {
             for name in t.var_names() {
                 if self.vars.get(name).is_none() {

@@ -32,15 +32,30 @@ pub enum Value {
     Rows(Vec<BTreeMap<String, String>>),
 }
 
+/// Size and MD5 of a captured body: lets `equals` compare bodies of any size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyDigest {
+    pub octets: u64,
+    pub md5: [u8; 16],
+}
+
 /// The variables of one scenario run.
 #[derive(Debug, Clone, Default)]
 pub struct Vars {
     map: BTreeMap<String, Value>,
+    digests: BTreeMap<String, BodyDigest>,
 }
 
 impl Vars {
     pub fn set_text(&mut self, name: &str, value: impl Into<String>) {
+        self.digests.remove(name);
         self.map.insert(name.to_string(), Value::Text(value.into()));
+    }
+    pub fn set_digest(&mut self, name: &str, digest: BodyDigest) {
+        self.digests.insert(name.to_string(), digest);
+    }
+    pub fn digest(&self, name: &str) -> Option<BodyDigest> {
+        self.digests.get(name).copied()
     }
     pub fn set(&mut self, name: &str, value: Value) {
         self.map.insert(name.to_string(), value);
