@@ -30,7 +30,7 @@ fn wants_fault_list(names: &[String]) -> bool {
 fn print_fault_list() -> ExitCode {
     println!("faults of the embedded server (--fault NAME, repeatable):");
     for f in Fault::ALL {
-        println!("  {:<22} {}", f.name(), f.describe());
+        println!("  {:<24} {}", f.name(), f.describe());
     }
     ExitCode::SUCCESS
 }

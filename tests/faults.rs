@@ -146,4 +146,7 @@ fault_tests! {
     bad_pass_ok: Fault::BadPassOk => Expect::Scenario("pass-wrong-password-rejected");
     no_multiline_capa: Fault::NoMultilineCapa => Expect::Scenario("capa-listing-well-formed");
     stls_ignored_tls: Fault::StlsIgnoredTls => Expect::Reason("TLS handshake");
+    close_on_accept: Fault::CloseOnAccept => Expect::Reason("closed the connection");
+    plaintext_login_refused: Fault::PlaintextLoginRefused => Expect::Scenario("user-pass-login");
+    login_disabled: Fault::LoginDisabled => Expect::Scenario("user-pass-login");
 }

@@ -2,9 +2,13 @@
 //! correct behaviour, every fault's effect on the wire, and robustness
 //! against silent or abusive clients.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use common::certs::{self, Pki, DAY};
 
 use mailcheck::server::{
     start, Fault, Faults, RunningServer, ServerConfig, Store, TlsIdentity, FIXTURE_USERS,
@@ -733,4 +737,273 @@ async fn fault_stls_ignored_tls() {
     assert!(!matches!(res, Ok(Ok(_))));
     srv.shutdown().await;
     srv2.shutdown().await;
+}
+
+#[tokio::test]
+async fn greeting_delay_tarpits_the_greeting() {
+    let delay = Duration::from_millis(400);
+    let mut config = ServerConfig::new(Arc::new(Store::fixture()), identity());
+    config.greeting_delay = delay;
+    let srv = start(config).await.expect("start");
+    let started = Instant::now();
+    let mut c = connect(srv.pop3_addr).await;
+    assert!(c.line_str().await.starts_with("+OK mailcheck POP3 ready"));
+    assert!(
+        started.elapsed() >= delay,
+        "greeting after {:?}",
+        started.elapsed()
+    );
+
+    // Implicit TLS: the handshake is immediate, the greeting is not.
+    let tcp = TcpStream::connect(srv.pop3s_addr.expect("pop3s"))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let started = Instant::now();
+    let mut t = Client::new(tls_connector().connect(name, tcp).await.expect("handshake"));
+    assert!(t.line_str().await.starts_with("+OK"));
+    assert!(
+        started.elapsed() >= delay,
+        "greeting after {:?}",
+        started.elapsed()
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn fault_close_on_accept() {
+    let (srv, _) = faulty(Fault::CloseOnAccept).await;
+    for addr in [srv.pop3_addr, srv.pop3s_addr] {
+        let mut tcp = TcpStream::connect(addr.expect("addr")).await.expect("connect");
+        let mut rest = Vec::new();
+        let read = timeout(WAIT, tcp.read_to_end(&mut rest))
+            .await
+            .expect("server closes at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?} {rest:?}");
+    }
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn fault_plaintext_login_refused() {
+    const REFUSED: &str =
+        "-ERR [SYS/PERM] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
+    let (srv, _) = faulty(Fault::PlaintextLoginRefused).await;
+    let mut c = greeted(srv.pop3_addr).await;
+    assert!(c.cmd("CAPA").await.starts_with("+OK"));
+    let caps = String::from_utf8(c.body().await).expect("ascii");
+    assert!(
+        !caps.lines().any(|l| l == "USER") && caps.contains("STLS\r\n"),
+        "{caps}"
+    );
+    assert_eq!(c.cmd("USER alice").await, REFUSED);
+    assert!(c.cmd("PASS alice-demo-pw").await.starts_with("-ERR"));
+    assert_eq!(
+        c.cmd("APOP alice 0123456789abcdef0123456789abcdef").await,
+        REFUSED
+    );
+
+    assert!(c.cmd("STLS").await.starts_with("+OK"));
+    let name = ServerName::try_from("localhost").expect("name");
+    let tls = timeout(WAIT, tls_connector().connect(name, c.io.into_inner()))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    let mut c = Client::new(tls);
+    assert!(c.cmd("CAPA").await.starts_with("+OK"));
+    assert!(String::from_utf8(c.body().await)
+        .expect("ascii")
+        .contains("\r\nUSER\r\n"));
+    c.login("alice", "alice-demo-pw").await;
+    assert!(c.cmd("STAT").await.starts_with("+OK 4 "));
+
+    // Implicit TLS is secure from the start.
+    let tcp = TcpStream::connect(srv.pop3s_addr.expect("pop3s"))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut t = Client::new(tls_connector().connect(name, tcp).await.expect("handshake"));
+    assert!(t.line_str().await.starts_with("+OK"));
+    t.login("bob", "bob-demo-pw").await;
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn fault_login_disabled() {
+    let (srv, _) = faulty(Fault::LoginDisabled).await;
+    let mut c = greeted(srv.pop3_addr).await;
+    assert!(c.cmd("USER alice").await.starts_with("+OK"));
+    assert_eq!(
+        c.cmd("PASS alice-demo-pw").await,
+        "-ERR [AUTH] Login failure or POP3 disabled\r\n"
+    );
+    srv.shutdown().await;
+
+    let mut config = ServerConfig::new(Arc::new(Store::fixture()), identity());
+    config.faults = Fault::LoginDisabled.into();
+    config.auth_failure_text = Some("[AUTH] Web login required: https://example.test/verify".into());
+    let srv = start(config).await.expect("start");
+    let mut c = connect(srv.pop3_addr).await;
+    let greeting = c.line_str().await;
+    let ts = &greeting[greeting.find('<').expect("<")..=greeting.find('>').expect(">")];
+    assert!(c.cmd("USER alice").await.starts_with("+OK"));
+    assert_eq!(
+        c.cmd("PASS alice-demo-pw").await,
+        "-ERR [AUTH] Web login required: https://example.test/verify\r\n"
+    );
+    let digest = {
+        use md5::{Digest, Md5};
+        let d = Md5::new()
+            .chain_update(ts.as_bytes())
+            .chain_update(b"alice-demo-pw")
+            .finalize();
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    assert!(c
+        .cmd(&format!("APOP alice {digest}"))
+        .await
+        .starts_with("-ERR [AUTH] Web login required"));
+    assert!(c.cmd("STAT").await.starts_with("-ERR"));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn auth_failure_text_applies_to_wrong_passwords() {
+    let mut config = ServerConfig::new(Arc::new(Store::fixture()), identity());
+    config.auth_failure_text = Some("[AUTH] Authentication failed.".into());
+    let srv = start(config).await.expect("start");
+    let mut c = greeted(srv.pop3_addr).await;
+    assert!(c.cmd("USER alice").await.starts_with("+OK"));
+    assert_eq!(
+        c.cmd("PASS wrong").await,
+        "-ERR [AUTH] Authentication failed.\r\n"
+    );
+    c.login("alice", "alice-demo-pw").await;
+    srv.shutdown().await;
+}
+
+// ---- Certificates: the server serves chains from PEM; a client that
+// trusts only the test root accepts a good chain and rejects bad ones. ----
+
+/// Serves `chain_pem` on implicit TLS and connects with a client that trusts
+/// only `root_pem`, verifying `name`. Ok: the certificates the server sent
+/// and its greeting; Err: the client's rustls error.
+async fn handshake_with(
+    chain_pem: &str,
+    key_pem: &str,
+    root_pem: &str,
+    name: &str,
+) -> Result<(Vec<CertificateDer<'static>>, String), rustls::Error> {
+    let identity = TlsIdentity::from_pem(chain_pem, key_pem).expect("identity from PEM");
+    let mut config = ServerConfig::new(Arc::new(Store::fixture()), Arc::new(identity));
+    config.pop3_listen = None;
+    config.handshake_timeout = Duration::from_secs(2);
+    let srv = start(config).await.expect("start");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(root_pem.as_bytes()).expect("root pem"))
+        .expect("root");
+    let client =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = TcpStream::connect(srv.pop3s_addr.expect("pop3s"))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from(name.to_string()).expect("server name");
+    let connected = timeout(WAIT, TlsConnector::from(Arc::new(client)).connect(name, tcp))
+        .await
+        .expect("handshake in time");
+    let result = match connected {
+        Ok(tls) => {
+            let sent = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default();
+            let mut c = Client::new(tls);
+            Ok((sent, c.line_str().await))
+        }
+        Err(e) => Err(e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .cloned()
+            .unwrap_or_else(|| panic!("not a rustls error: {e:?}"))),
+    };
+    srv.shutdown().await;
+    result
+}
+
+/// The rustls error for a rejected chain, printed so the exact values can
+/// be seen with `--nocapture`.
+async fn rejected(case: &str, chain_pem: &str, key_pem: &str, root_pem: &str, name: &str) -> String {
+    let err = handshake_with(chain_pem, key_pem, root_pem, name)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{case}: handshake should fail"));
+    println!("{case}: Debug = {err:?}\n{case}: Display = {err}");
+    assert!(
+        matches!(err, rustls::Error::InvalidCertificate(_)),
+        "{case}: {err:?}"
+    );
+    format!("{err:?}")
+}
+
+#[tokio::test]
+async fn served_chain_is_verified_against_the_test_root() {
+    let pki = Pki::new("mailcheck Test Root");
+    assert_eq!(pki.root_name, "mailcheck Test Root");
+    let now = certs::now();
+    let (chain, key) = pki.leaf(&["localhost", "127.0.0.1"], now - DAY, now + 30 * DAY, true);
+    assert_eq!(chain.matches("-----BEGIN CERTIFICATE-----").count(), 2);
+    assert_eq!(
+        TlsIdentity::from_pem(&chain, &key).expect("identity").cert_pem,
+        chain
+    );
+
+    for name in ["localhost", "127.0.0.1"] {
+        let (sent, greeting) = handshake_with(&chain, &key, &pki.root_pem, name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: valid chain refused: {e:?}"));
+        assert_eq!(sent.len(), 2, "leaf and intermediate are sent");
+        let pem: Vec<CertificateDer> = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("chain pem");
+        assert_eq!(sent, pem);
+        assert!(greeting.starts_with("+OK mailcheck POP3 ready"));
+    }
+
+    let (expired, key) = pki.leaf(&["localhost"], now - 60 * DAY, now - DAY, true);
+    let debug = rejected("expired", &expired, &key, &pki.root_pem, "localhost").await;
+    assert!(debug.contains("Expired"), "{debug}");
+
+    let (future, key) = pki.leaf(&["localhost"], now + DAY, now + 60 * DAY, true);
+    let debug = rejected("not yet valid", &future, &key, &pki.root_pem, "localhost").await;
+    assert!(debug.contains("NotValidYet"), "{debug}");
+
+    let (other, key) = pki.leaf(&["mail.example.test"], now - DAY, now + 30 * DAY, true);
+    let debug = rejected("wrong name", &other, &key, &pki.root_pem, "localhost").await;
+    assert!(debug.contains("NotValidForName"), "{debug}");
+    let (dns_only, key) = pki.leaf(&["localhost"], now - DAY, now + 30 * DAY, true);
+    let debug = rejected("wrong IP", &dns_only, &key, &pki.root_pem, "127.0.0.1").await;
+    assert!(debug.contains("NotValidForName"), "{debug}");
+
+    let (bare, key) = pki.leaf(&["localhost"], now - DAY, now + 30 * DAY, false);
+    assert_eq!(bare.matches("-----BEGIN CERTIFICATE-----").count(), 1);
+    let debug = rejected("no intermediate", &bare, &key, &pki.root_pem, "localhost").await;
+    assert!(debug.contains("UnknownIssuer"), "{debug}");
+
+    let (selfie, key) = certs::self_signed(&["localhost"], now - DAY, now + 30 * DAY);
+    let debug = rejected("self-signed", &selfie, &key, &pki.root_pem, "localhost").await;
+    assert!(debug.contains("UnknownIssuer"), "{debug}");
+
+    // Another PKI's valid chain is just as unknown.
+    let stranger = Pki::new("Some Other Root");
+    let (theirs, key) = stranger.leaf(&["localhost"], now - DAY, now + 30 * DAY, true);
+    let debug = rejected("other root", &theirs, &key, &pki.root_pem, "localhost").await;
+    assert!(debug.contains("UnknownIssuer"), "{debug}");
 }

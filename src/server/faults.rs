@@ -97,6 +97,15 @@ faults! {
     /// STLS claims success but no TLS handshake follows.
     StlsIgnoredTls = "stls-ignored-tls":
         "STLS answers +OK but the server keeps talking plaintext",
+    /// Connections are closed as soon as they are accepted.
+    CloseOnAccept = "close-on-accept":
+        "the server accepts the connection and closes it at once, without a greeting",
+    /// Like Dovecot with `disable_plaintext_auth`: no login before TLS.
+    PlaintextLoginRefused = "plaintext-login-refused":
+        "USER/APOP are refused without TLS and CAPA omits USER; login works after STLS",
+    /// Authentication always fails, as on an account with POP3 turned off.
+    LoginDisabled = "login-disabled":
+        "every PASS/APOP is refused, even with the right password",
 }
 
 impl fmt::Display for Fault {
@@ -119,6 +128,9 @@ impl FromStr for Fault {
             .ok_or_else(|| ServerError::UnknownFault(s.trim().to_string()))
     }
 }
+
+// `Faults` is a `u32` bit set: one more fault than fits must not compile.
+const _: () = assert!(Fault::ALL.len() <= u32::BITS as usize);
 
 /// A set of [`Fault`]s; faults compose freely.
 ///
@@ -227,7 +239,7 @@ mod tests {
             assert_eq!(f.to_string().parse::<Fault>().ok(), Some(*f));
             assert!(!f.describe().is_empty());
         }
-        assert_eq!(Fault::ALL.len(), 21);
+        assert_eq!(Fault::ALL.len(), 24);
     }
 
     #[test]

@@ -64,11 +64,17 @@ pub struct ServerConfig {
     /// How long a TLS handshake may take, so a stalled client cannot hold a
     /// session forever.
     pub handshake_timeout: Duration,
+    /// Wait this long before sending the greeting, like a tarpitting server,
+    /// so clients' greeting timeouts can be exercised.
+    pub greeting_delay: Duration,
+    /// The text after `-ERR ` when PASS or APOP is refused, to mimic a
+    /// particular server's wording; `None` keeps the built-in texts.
+    pub auth_failure_text: Option<String>,
 }
 
 impl ServerConfig {
     /// Both listeners on `127.0.0.1:0`, no faults, APOP on, 10 min idle and
-    /// 30 s handshake timeouts.
+    /// 30 s handshake timeouts, no greeting delay, built-in refusal texts.
     pub fn new(store: Arc<Store>, identity: Arc<TlsIdentity>) -> Self {
         let any_local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         ServerConfig {
@@ -80,6 +86,8 @@ impl ServerConfig {
             apop: true,
             idle_timeout: Duration::from_secs(600),
             handshake_timeout: Duration::from_secs(30),
+            greeting_delay: Duration::ZERO,
+            auth_failure_text: None,
         }
     }
 
@@ -129,6 +137,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         apop: config.apop,
         idle_timeout: config.idle_timeout,
         handshake_timeout: config.handshake_timeout,
+        greeting_delay: config.greeting_delay,
+        auth_failure_text: config.auth_failure_text,
     });
     // If a later bind fails, `stop` is dropped on return, which ends any
     // accept loop already spawned.

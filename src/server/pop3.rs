@@ -32,6 +32,18 @@ const MAX_BUFFERED_LINE: usize = 1024;
 /// RFC 2449: responses are at most 512 octets; `long-reply` pads past it.
 const LONG_REPLY_OCTETS: usize = 600;
 
+/// Dovecot's reply to USER/APOP with `disable_plaintext_auth`, word for word,
+/// since clients are expected to recognise it.
+const PLAINTEXT_REFUSED: &str =
+    "[SYS/PERM] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
+
+/// Refusal of PASS/APOP under `login-disabled` unless the configuration
+/// supplies its own text.
+const LOGIN_DISABLED: &str = "[AUTH] Login failure or POP3 disabled";
+
+/// Refusal of a wrong PASS/APOP unless the configuration supplies its own text.
+const BAD_CREDENTIALS: &str = "[AUTH] invalid user name or password";
+
 /// Sessions per listener; more connections are closed at once so a flood
 /// cannot exhaust file descriptors.
 const MAX_SESSIONS: usize = 512;
@@ -51,6 +63,8 @@ pub(super) struct Shared {
     pub apop: bool,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
+    pub greeting_delay: Duration,
+    pub auth_failure_text: Option<String>,
 }
 
 /// Accepts connections until `stopped` flips (or its sender is dropped),
@@ -85,6 +99,10 @@ pub(super) async fn accept_loop(
 
 /// One connection from accept to close. Every failure just ends it.
 async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>, implicit_tls: bool) {
+    if shared.faults.contains(Fault::CloseOnAccept) {
+        close(tcp).await;
+        return;
+    }
     // Replies are already written whole; Nagle would only add latency.
     tcp.set_nodelay(true).ok();
     let mut session = Session::new(Arc::clone(&shared), implicit_tls);
@@ -437,6 +455,11 @@ impl Session {
 
     async fn drive<S: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut Io<S>, greet: bool) -> Next {
         if greet {
+            // A sleeping session is still aborted by shutdown: no need to
+            // watch for the client leaving meanwhile.
+            if !self.shared.greeting_delay.is_zero() {
+                tokio::time::sleep(self.shared.greeting_delay).await;
+            }
             if self.has(Fault::NoGreeting) {
                 io.swallow_until_closed().await;
                 return Next::Close;
@@ -620,6 +643,11 @@ impl Session {
         // A pending USER survives unrelated commands; PASS/APOP consume it.
         let mut next_user = user.clone();
         let action = match command {
+            "USER" | "APOP" if self.plaintext_refused() => {
+                next_user = None;
+                self.err(out, PLAINTEXT_REFUSED);
+                Action::Continue
+            }
             "USER" => {
                 if let [name] = args {
                     next_user = Some(name.to_string());
@@ -642,10 +670,10 @@ impl Session {
                             .store
                             .account_password(&name)
                             .is_some_and(|pw| pw == rest || self.has(Fault::BadPassOk));
-                        if accepted && self.login(&name, out) {
+                        if accepted && !self.has(Fault::LoginDisabled) && self.login(&name, out) {
                             return Action::Continue;
                         }
-                        self.err(out, "[AUTH] invalid user name or password");
+                        self.err(out, self.auth_failure());
                     }
                 }
                 Action::Continue
@@ -659,10 +687,10 @@ impl Session {
                             digest.eq_ignore_ascii_case(&apop_digest(ts, &pw)) || self.has(Fault::BadPassOk)
                         });
                         let name = name.to_string();
-                        if accepted && self.login(&name, out) {
+                        if accepted && !self.has(Fault::LoginDisabled) && self.login(&name, out) {
                             return Action::Continue;
                         }
-                        self.err(out, "[AUTH] invalid user name or password");
+                        self.err(out, self.auth_failure());
                     }
                     (Some(_), _) => self.err(out, "APOP needs a name and a digest"),
                 }
@@ -731,6 +759,22 @@ impl Session {
         action
     }
 
+    /// Whether `plaintext-login-refused` applies: a faked STLS upgrade is
+    /// still plaintext.
+    fn plaintext_refused(&self) -> bool {
+        self.has(Fault::PlaintextLoginRefused) && !self.tls_active
+    }
+
+    /// The text after `-ERR ` for a refused PASS/APOP.
+    fn auth_failure(&self) -> &str {
+        let default = if self.has(Fault::LoginDisabled) {
+            LOGIN_DISABLED
+        } else {
+            BAD_CREDENTIALS
+        };
+        self.shared.auth_failure_text.as_deref().unwrap_or(default)
+    }
+
     /// Enters TRANSACTION; false (and no reply) if the account vanished.
     fn login(&mut self, user: &str, out: &mut Vec<u8>) -> bool {
         let Some(drop) = Maildrop::load(&self.shared.store, user) else {
@@ -760,6 +804,10 @@ impl Session {
             "PIPELINING",
             "IMPLEMENTATION mailcheck-embedded",
         ] {
+            // Like Dovecot: USER is only advertised where it would work.
+            if cap == "USER" && self.plaintext_refused() {
+                continue;
+            }
             self.line(out, cap);
         }
         let can_upgrade =
@@ -966,6 +1014,85 @@ mod tests {
         assert_eq!(parse_count("0"), Some(0));
         assert_eq!(parse_count("99999999999999999999999"), Some(usize::MAX));
         assert_eq!(parse_count("x"), None);
+    }
+
+    fn session(faults: Faults, auth_failure_text: Option<&str>, tls_active: bool) -> Session {
+        let identity = super::super::TlsIdentity::generate(&["localhost"]).expect("identity");
+        let shared = Shared {
+            store: Arc::new(Store::fixture()),
+            faults,
+            tls: TlsAcceptor::from(identity.server_config()),
+            apop: true,
+            idle_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(1),
+            greeting_delay: Duration::ZERO,
+            auth_failure_text: auth_failure_text.map(str::to_string),
+        };
+        Session::new(Arc::new(shared), tls_active)
+    }
+
+    /// Runs one command line and returns the whole reply as text.
+    fn reply(session: &mut Session, line: &str) -> String {
+        let mut out = Vec::new();
+        session.handle(format!("{line}\r\n").as_bytes(), &mut out);
+        String::from_utf8(out).expect("ascii")
+    }
+
+    fn apop_line(session: &Session, user: &str, password: &str) -> String {
+        let ts = session.timestamp.as_deref().expect("APOP timestamp");
+        format!("APOP {user} {}", apop_digest(ts, password))
+    }
+
+    #[test]
+    fn plaintext_login_refused_until_tls() {
+        let refused = format!("-ERR {PLAINTEXT_REFUSED}\r\n");
+        let mut plain = session(Fault::PlaintextLoginRefused.into(), None, false);
+        assert!(!reply(&mut plain, "CAPA").contains("\r\nUSER\r\n"));
+        assert_eq!(reply(&mut plain, "USER alice"), refused);
+        assert_eq!(reply(&mut plain, "PASS alice-demo-pw"), "-ERR USER first\r\n");
+        let apop = apop_line(&plain, "alice", "alice-demo-pw");
+        assert_eq!(reply(&mut plain, &apop), refused);
+
+        let mut tls = session(Fault::PlaintextLoginRefused.into(), None, true);
+        assert!(reply(&mut tls, "CAPA").contains("\r\nUSER\r\n"));
+        assert!(reply(&mut tls, "USER alice").starts_with("+OK"));
+        assert!(reply(&mut tls, "PASS alice-demo-pw").starts_with("+OK"));
+    }
+
+    #[test]
+    fn login_disabled_refuses_the_right_password() {
+        let mut s = session(Fault::LoginDisabled.into(), None, false);
+        assert!(reply(&mut s, "USER alice").starts_with("+OK"));
+        assert_eq!(
+            reply(&mut s, "PASS alice-demo-pw"),
+            format!("-ERR {LOGIN_DISABLED}\r\n")
+        );
+        let apop = apop_line(&s, "alice", "alice-demo-pw");
+        assert_eq!(reply(&mut s, &apop), format!("-ERR {LOGIN_DISABLED}\r\n"));
+        assert!(reply(&mut s, "STAT").starts_with("-ERR"));
+
+        let custom = "[AUTH] Sorry, POP3 is off for this account";
+        let mut s = session(
+            Faults::none().with(Fault::LoginDisabled).with(Fault::BadPassOk),
+            Some(custom),
+            true,
+        );
+        assert!(reply(&mut s, "USER alice").starts_with("+OK"));
+        assert_eq!(reply(&mut s, "PASS alice-demo-pw"), format!("-ERR {custom}\r\n"));
+    }
+
+    #[test]
+    fn auth_failure_text_replaces_the_default() {
+        let mut s = session(Faults::none(), None, false);
+        assert!(reply(&mut s, "USER alice").starts_with("+OK"));
+        assert_eq!(reply(&mut s, "PASS wrong"), format!("-ERR {BAD_CREDENTIALS}\r\n"));
+        let custom = "[AUTH] Authentication failed.";
+        let mut s = session(Faults::none(), Some(custom), false);
+        assert!(reply(&mut s, "USER alice").starts_with("+OK"));
+        assert_eq!(reply(&mut s, "PASS wrong"), format!("-ERR {custom}\r\n"));
+        assert_eq!(reply(&mut s, "APOP alice 0123"), format!("-ERR {custom}\r\n"));
+        assert!(reply(&mut s, "USER alice").starts_with("+OK"));
+        assert!(reply(&mut s, "PASS alice-demo-pw").starts_with("+OK"));
     }
 
     #[test]

@@ -1,19 +1,24 @@
-//! A throwaway self-signed TLS identity for the embedded server.
+//! The embedded server's TLS identity.
 //!
-//! Generated at start-up so the demo needs no files; clients trust it by
-//! pinning [`TlsIdentity::cert_pem`].
+//! Usually a throwaway self-signed one generated at start-up, so the demo
+//! needs no files and clients trust it by pinning [`TlsIdentity::cert_pem`];
+//! tests that need a real chain (CA, intermediate, expired or misnamed
+//! leaves) load one with [`TlsIdentity::from_pem`].
 
 use std::fmt;
 use std::sync::Arc;
 
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::ServerError;
 
 /// Certificate, key and the rustls configuration built from them.
 pub struct TlsIdentity {
-    /// The self-signed certificate, PEM-encoded, for clients to trust.
+    /// The certificate chain, PEM-encoded: for a generated identity the
+    /// self-signed certificate clients can trust.
     pub cert_pem: String,
+    /// The leaf certificate.
     cert_der: CertificateDer<'static>,
     config: Arc<rustls::ServerConfig>,
 }
@@ -43,23 +48,49 @@ impl TlsIdentity {
         let cert = params
             .self_signed(&key_pair)
             .map_err(|e| ServerError::Tls(format!("self-signing: {e}")))?;
-        let cert_der = cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+        Self::build(cert.pem(), vec![cert.der().clone()], key)
+    }
+
+    /// An identity from PEM text: `chain_pem` holds the leaf first, then any
+    /// intermediates, and all of it is sent in the handshake, so a test can
+    /// serve exactly the chain (complete or not) it wants a client to judge.
+    pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Self, ServerError> {
+        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ServerError::Tls(format!("certificate chain: {e}")))?;
+        if chain.is_empty() {
+            return Err(ServerError::Tls(
+                "certificate chain: no certificate in the PEM text".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| ServerError::Tls(format!("private key: {e}")))?;
+        Self::build(chain_pem.to_string(), chain, key)
+    }
+
+    fn build(
+        cert_pem: String,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, ServerError> {
+        let cert_der = chain[0].clone();
+        // `with_single_cert` also checks that the key matches the leaf.
         let config =
             rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .map_err(|e| ServerError::Tls(format!("protocol versions: {e}")))?
                 .with_no_client_auth()
-                .with_single_cert(vec![cert_der.clone()], key)
+                .with_single_cert(chain, key)
                 .map_err(|e| ServerError::Tls(format!("server certificate: {e}")))?;
         Ok(TlsIdentity {
-            cert_pem: cert.pem(),
+            cert_pem,
             cert_der,
             config: Arc::new(config),
         })
     }
 
-    /// The certificate in DER form, for clients that add it as a root.
+    /// The leaf certificate in DER form, for clients that add it as a root.
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
     }
@@ -83,6 +114,27 @@ mod tests {
             assert!(!id.cert_der().is_empty());
             assert!(!format!("{id:?}").contains("PRIVATE"));
         }
+    }
+
+    #[test]
+    fn loads_pem_chain_and_key() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        let id = TlsIdentity::from_pem(&cert.pem(), &key.serialize_pem()).expect("identity");
+        assert_eq!(id.cert_der(), cert.der());
+        assert_eq!(id.cert_pem, cert.pem());
+
+        assert!(
+            TlsIdentity::from_pem("", &key.serialize_pem()).is_err(),
+            "no certificate"
+        );
+        assert!(TlsIdentity::from_pem(&cert.pem(), "").is_err(), "no key");
+        let other = rcgen::KeyPair::generate().expect("key");
+        assert!(
+            TlsIdentity::from_pem(&cert.pem(), &other.serialize_pem()).is_err(),
+            "key does not match the leaf"
+        );
     }
 
     #[test]

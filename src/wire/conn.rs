@@ -41,6 +41,13 @@ pub enum WireError {
     Usage(String),
 }
 
+/// What the TLS handshake settled on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+}
+
 /// A line as read: its bytes (with the line ending when `complete`).
 #[derive(Debug)]
 pub struct Line<'a> {
@@ -69,6 +76,8 @@ pub struct Conn {
     waiting_for: String,
     /// The server certificate, once TLS is up (or failed).
     pub cert: Option<CertReport>,
+    /// Protocol version and cipher suite, once TLS is up.
+    pub tls_info: Option<TlsInfo>,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -90,6 +99,48 @@ impl Conn {
             Ok(Err(e)) => return Err(WireError::Connect { addr, source: e }),
             Ok(Ok(s)) => s,
         };
+        Self::start(
+            stream,
+            addr,
+            &target.host,
+            target.security == Security::Implicit,
+            tls,
+            limit,
+        )
+        .await
+    }
+
+    /// Connect to one resolved address; `host` is still used for SNI and the
+    /// certificate check (what `--resolve` needs).
+    pub async fn connect_addr(
+        ip: std::net::SocketAddr,
+        host: &str,
+        implicit_tls: bool,
+        tls: &TlsSettings,
+        limit: Duration,
+    ) -> Result<Conn, WireError> {
+        let addr = ip.to_string();
+        let stream = match timeout(limit, TcpStream::connect(ip)).await {
+            Err(_) => {
+                return Err(WireError::ConnectTimeout {
+                    addr,
+                    secs: limit.as_secs(),
+                })
+            }
+            Ok(Err(e)) => return Err(WireError::Connect { addr, source: e }),
+            Ok(Ok(s)) => s,
+        };
+        Self::start(stream, addr, host, implicit_tls, tls, limit).await
+    }
+
+    async fn start(
+        stream: TcpStream,
+        addr: String,
+        host: &str,
+        implicit_tls: bool,
+        tls: &TlsSettings,
+        limit: Duration,
+    ) -> Result<Conn, WireError> {
         let _ = stream.set_nodelay(true);
         let mut conn = Conn {
             stream: Stream::Plain(stream),
@@ -98,14 +149,15 @@ impl Conn {
             len: 0,
             timeout: limit,
             addr,
-            host: target.host.clone(),
+            host: host.to_string(),
             tls: tls.clone(),
             waiting_for: "the greeting".into(),
             cert: None,
+            tls_info: None,
             bytes_in: 0,
             bytes_out: 0,
         };
-        if target.security == Security::Implicit {
+        if implicit_tls {
             conn.start_tls().await?;
         }
         Ok(conn)
@@ -192,6 +244,17 @@ impl Conn {
                 })
             }
             Ok(Ok(tls)) => {
+                let (_, session) = tls.get_ref();
+                self.tls_info = Some(TlsInfo {
+                    version: session
+                        .protocol_version()
+                        .map(|v| format!("{v:?}"))
+                        .unwrap_or_default(),
+                    cipher: session
+                        .negotiated_cipher_suite()
+                        .map(|c| format!("{:?}", c.suite()))
+                        .unwrap_or_default(),
+                });
                 self.stream = Stream::Tls(Box::new(tls));
                 Ok(())
             }

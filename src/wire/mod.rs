@@ -6,6 +6,6 @@ pub mod conn;
 pub mod target;
 pub mod tls;
 
-pub use conn::{Conn, Line, WireError};
+pub use conn::{Conn, Line, TlsInfo, WireError};
 pub use target::{Security, Target, TargetError};
-pub use tls::{CertReport, TlsSettings};
+pub use tls::{CertProblemKind, CertReport, TlsSettings};

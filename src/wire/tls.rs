@@ -18,8 +18,51 @@ pub struct CertReport {
     pub not_before: String,
     pub not_after: String,
     pub names: Vec<String>,
+    /// Validity as unix seconds, for "days left" and clock checks.
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+    /// Certificates the server sent besides the leaf.
+    pub intermediates: usize,
     /// Why verification failed (also recorded when `--insecure` let it pass).
     pub problem: Option<String>,
+    /// The same, classified, for diagnosis.
+    pub problem_kind: Option<CertProblemKind>,
+}
+
+/// What kind of certificate failure webpki reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertProblemKind {
+    Expired,
+    NotYetValid,
+    WrongHost,
+    UnknownIssuer,
+    BadSignature,
+    NoRoots,
+    Other,
+}
+
+impl CertReport {
+    /// Issuer and subject are the same: a self-signed certificate.
+    pub fn self_signed(&self) -> bool {
+        !self.subject.is_empty() && self.subject == self.issuer
+    }
+}
+
+fn classify(e: &rustls::Error) -> CertProblemKind {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => CertProblemKind::Expired,
+            C::NotValidYet | C::NotValidYetContext { .. } => CertProblemKind::NotYetValid,
+            C::NotValidForName | C::NotValidForNameContext { .. } => CertProblemKind::WrongHost,
+            C::UnknownIssuer => CertProblemKind::UnknownIssuer,
+            C::BadSignature => CertProblemKind::BadSignature,
+            _ => CertProblemKind::Other,
+        },
+        rustls::Error::General(_) => CertProblemKind::NoRoots,
+        _ => CertProblemKind::Other,
+    }
 }
 
 /// Trust settings shared by every connection of a run.
@@ -156,7 +199,9 @@ impl ServerCertVerifier for RecordingVerifier {
             )),
         };
         let mut report = describe_cert(end_entity);
+        report.intermediates = intermediates.len();
         report.problem = result.as_ref().err().map(|e| e.to_string());
+        report.problem_kind = result.as_ref().err().map(classify);
         if let Ok(mut slot) = self.report.lock() {
             *slot = Some(report);
         }
@@ -221,8 +266,10 @@ pub fn describe_cert(der: &CertificateDer<'_>) -> CertReport {
                 issuer: cert.issuer().to_string(),
                 not_before: cert.validity().not_before.to_string(),
                 not_after: cert.validity().not_after.to_string(),
+                not_before_unix: cert.validity().not_before.timestamp(),
+                not_after_unix: cert.validity().not_after.timestamp(),
                 names,
-                problem: None,
+                ..Default::default()
             }
         }
         Err(e) => CertReport {

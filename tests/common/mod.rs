@@ -2,6 +2,8 @@
 //! deadline (a hang fails the test instead of wedging it), temp files.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
