@@ -38,6 +38,12 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => with_runtime(|| async move { run(args).await }),
         Command::Serve(args) => with_runtime(|| async move { crate::serve::serve(args).await }),
         Command::Demo(args) => with_runtime(|| async move { crate::serve::demo(args).await }),
+        Command::Probe(args) => with_runtime(|| async move { crate::probe_cmd::probe(args).await }),
+        Command::Explain { text } => crate::probe_cmd::explain(&text.join(" ")),
+        Command::Shorthand(words) => match crate::probe_cmd::shorthand(&words) {
+            Ok(args) => with_runtime(|| async move { crate::probe_cmd::probe(args).await }),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(code) => code,
@@ -123,7 +129,12 @@ fn collect_loaded(
 }
 
 fn read_password(conn: &ConnArgs) -> Result<Option<Secret>, AppError> {
-    if let Some(path) = &conn.password_file {
+    read_password_from(conn.password_file.as_deref())
+}
+
+/// The password from FILE's first line, else MAILCHECK_PASSWORD; never from the command line.
+pub fn read_password_from(file: Option<&Path>) -> Result<Option<Secret>, AppError> {
+    if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AppError::Usage(format!("cannot read --password-file {}: {e}", path.display())))?;
         let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
@@ -141,7 +152,7 @@ fn read_password(conn: &ConnArgs) -> Result<Option<Secret>, AppError> {
         .map(Secret::new))
 }
 
-fn timeout_of(secs: f64) -> Result<Duration, AppError> {
+pub fn timeout_of(secs: f64) -> Result<Duration, AppError> {
     if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
         Ok(Duration::from_secs_f64(secs))
     } else {

@@ -39,6 +39,52 @@ pub enum Command {
     Serve(ServeArgs),
     /// Start the embedded server and run the bundled suite against it.
     Demo(DemoArgs),
+    /// Check a provider's or domain's mail endpoints layer by layer and explain failures.
+    Probe(ProbeArgs),
+    /// Look up an error text a mail client showed: likely cause and fix.
+    Explain {
+        /// The text, e.g. "Login failure or POP3 disabled" (may start with `-ERR`).
+        #[arg(required = true, allow_hyphen_values = true, trailing_var_arg = true)]
+        text: Vec<String>,
+    },
+    /// `mailcheck yandex` is short for `mailcheck probe yandex`.
+    #[command(external_subcommand)]
+    Shorthand(Vec<String>),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Provider presets (yandex, gmail, ...), domains (example.org) or URLs (imaps://host, pop3://host:110).
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// Log in (read-only) as this user; the password comes from MAILCHECK_PASSWORD,
+    /// --password-file, or a prompt.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Read the password from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Only these services, comma-separated: imap,pop3,smtp.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub only: Vec<String>,
+    /// Seconds to wait for each DNS query, connection, handshake and reply.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Trust this CA certificate (PEM) in addition to the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Do not verify certificates (problems are still reported as warnings).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Connect to ADDR for HOST:PORT; SNI and certificate checks keep HOST (repeatable).
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<String>,
+    /// Print the result as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a JUnit report (one testcase per check).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,8 @@
 pub mod app;
 pub mod cli;
 pub mod finding;
+pub mod probe;
+pub mod probe_cmd;
 pub mod proto;
 pub mod report;
 pub mod run;

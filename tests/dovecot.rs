@@ -194,3 +194,64 @@ fn wrong_password_fails_without_showing_it() {
     assert!(out.all().contains("-ERR"), "{}", out.all());
     assert!(!out.all().contains(wrong), "{}", out.all());
 }
+
+#[test]
+fn probe_logs_in_read_only_on_every_dovecot_endpoint() {
+    let Some(env) = dovecot() else { return };
+    let port = |k: &str| env[&format!("MAILCHECK_DOVECOT_{k}_PORT")].clone();
+    let urls = [
+        format!("imap://localhost:{}", port("IMAP")),
+        format!("imaps://localhost:{}", port("IMAPS")),
+        format!("pop3://localhost:{}", port("POP3")),
+        format!("pop3s://localhost:{}", port("POP3S")),
+    ];
+    let password = &env["MAILCHECK_DOVECOT_PASSWORD"];
+    let mut args = vec!["probe"];
+    args.extend(urls.iter().map(String::as_str));
+    args.extend([
+        "--user",
+        "alice",
+        "--cacert",
+        &env["MAILCHECK_DOVECOT_CACERT"],
+        "--json",
+    ]);
+    let out = mailcheck_env(
+        &args,
+        &[("MAILCHECK_PASSWORD", password)],
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!out.all().contains(password.as_str()));
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let endpoints = json["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 4);
+    for ep in endpoints {
+        assert_eq!(ep["usable"], true, "{ep}");
+        let checks = ep["checks"].as_array().unwrap();
+        let mark = |layer: &str| {
+            checks
+                .iter()
+                .find(|c| c["layer"] == layer)
+                .map(|c| c["mark"].clone())
+        };
+        assert_eq!(mark("login"), Some("ok".into()), "{ep}");
+        assert_eq!(mark("read-only"), Some("ok".into()), "{ep}");
+        assert_eq!(mark("tls"), Some("ok".into()), "{ep}");
+    }
+    // A wrong password is diagnosed with the provider-independent advice.
+    let out = mailcheck_env(
+        &[
+            "probe",
+            &urls[1],
+            "--user",
+            "alice",
+            "--cacert",
+            &env["MAILCHECK_DOVECOT_CACERT"],
+        ],
+        &[("MAILCHECK_PASSWORD", "not-alices-password")],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("imap-login-failure"), "{}", out.stdout);
+    assert!(!out.all().contains("not-alices-password"));
+}
