@@ -380,6 +380,76 @@ async fn resolve_pins_keep_the_host_name_for_tls() {
     assert!(r.checks[0].summary.contains("--resolve"), "{}", dump(&r));
 }
 
+/// A scripted server: a greeting, then one canned reply per command verb.
+fn fake_server(greeting: &'static str, replies: &'static [(&'static str, &'static str)]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut w = stream.try_clone().unwrap();
+            let _ = w.write_all(greeting.as_bytes());
+            let mut r = BufReader::new(stream);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                let mut words = line.split_whitespace();
+                let first = words.next().unwrap_or("").to_ascii_uppercase();
+                // IMAP commands carry a tag first: answer with the same tag.
+                let (tag, verb) = match words.next() {
+                    Some(v) if first.len() <= 2 && first.chars().any(|c| c.is_ascii_digit()) => {
+                        (first.clone(), v.to_ascii_uppercase())
+                    }
+                    _ => (String::new(), first.clone()),
+                };
+                let reply = replies
+                    .iter()
+                    .find(|(v, _)| *v == verb)
+                    .map(|(_, r)| *r)
+                    .unwrap_or("-ERR unknown\r\n");
+                let _ = w.write_all(reply.replace("{tag}", &tag).as_bytes());
+                line.clear();
+            }
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn plaintext_login_refusal_and_logindisabled_are_diagnosed() {
+    let cfg = config(
+        TlsSettings::new(None, false).unwrap(),
+        true,
+        Duration::from_secs(2),
+    );
+    // A POP3 server without STLS that refuses logins in cleartext (Dovecot's words).
+    let pop3 = fake_server(
+        "+OK ready\r\n",
+        &[
+            ("CAPA", "+OK\r\nTOP\r\n.\r\n"),
+            ("USER", "-ERR [SYS/PERM] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n"),
+            ("QUIT", "+OK bye\r\n"),
+        ],
+    );
+    let r = probe(endpoint(Service::Pop3, pop3, TlsMode::Plain), &cfg).await;
+    assert_eq!(
+        failure(&r),
+        Some((Layer::Login, Some("plaintext-login-refused"))),
+        "{}",
+        dump(&r)
+    );
+    // An IMAP server that disables LOGIN in cleartext and offers no STARTTLS.
+    let imap = fake_server(
+        "* OK [CAPABILITY IMAP4rev1 LOGINDISABLED] ready\r\n",
+        &[("LOGOUT", "* BYE\r\n{tag} OK bye\r\n")],
+    );
+    let r = probe(endpoint(Service::Imap, imap, TlsMode::Plain), &cfg).await;
+    assert_eq!(
+        failure(&r),
+        Some((Layer::Login, Some("logindisabled-without-starttls"))),
+        "{}",
+        dump(&r)
+    );
+}
+
 /// A scripted SMTP server that refuses every AUTH.
 fn fake_smtp(auth_reply: &'static str) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -450,6 +520,12 @@ fn explain_finds_known_texts_and_admits_unknown_ones() {
         "553 5.7.1 Sender address rejected: not owned by auth user.",
     ]);
     assert!(out.stdout.contains("smtp-sender-not-owned"), "{}", out.stdout);
+    let out = mailcheck(&["explain", "554 5.7.1 Message rejected under suspicion of SPAM"]);
+    assert!(out.stdout.contains("smtp-spam-rejected"), "{}", out.stdout);
+    let out = mailcheck(&["explain", "530 5.7.0 Authentication required"]);
+    assert!(out.stdout.contains("smtp-auth-required"), "{}", out.stdout);
+    let out = mailcheck(&["explain", "certificate is not trusted"]);
+    assert!(out.stdout.contains("cert-unknown-issuer"), "{}", out.stdout);
     let out = mailcheck(&["explain", "the frobnicator is sad"]);
     assert_eq!(out.code, 1);
     assert!(out.stdout.contains("no known cause"), "{}", out.stdout);
