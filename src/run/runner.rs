@@ -478,7 +478,7 @@ impl<'a> Run<'a> {
             StepKind::Exchange(x) => {
                 let cmd = x
                     .command
-                    .expand(&self.vars)
+                    .expand_masked(&self.vars)
                     .unwrap_or_else(|_| x.command.source.clone());
                 match &x.reply {
                     Some(p) => format!("C: {cmd}  S: {}", p.display()),
@@ -594,7 +594,8 @@ impl<'a> Run<'a> {
     /// Send one command, read and validate its reply, match the expectations.
     async fn exchange(&mut self, x: &Exchange) -> Result<(), Stop> {
         let line = x.command.expand(&self.vars).map_err(Stop::Error)?;
-        let shown = self.redactor.redact(&line);
+        let masked = x.command.expand_masked(&self.vars).map_err(Stop::Error)?;
+        let shown = self.redactor.redact(&masked);
         self.record(Direction::Client, &shown);
         let cmd = Command::parse(&line);
         let label = self.redactor.redact(&cmd.label());

@@ -170,6 +170,27 @@ impl Template {
     pub fn expand(&self, vars: &Vars) -> Result<String, String> {
         self.expand_with(vars, |s| s.to_string())
     }
+
+    /// Expand for display: secret variables become the mask, whatever their
+    /// length (the redactor skips very short values, this does not).
+    pub fn expand_masked(&self, vars: &Vars) -> Result<String, String> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Var { name, .. } if matches!(vars.get(name), Some(Value::Secret(_))) => {
+                    out.push_str(crate::secret::MASK)
+                }
+                other => {
+                    let one = Template {
+                        source: String::new(),
+                        pieces: vec![other.clone()],
+                    };
+                    out.push_str(&one.expand(vars)?);
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +211,15 @@ mod tests {
         assert!(Template::parse("${").is_err());
         assert!(Template::parse("${1x}").is_err());
         assert!(Template::parse("${n+x}").is_err());
+    }
+
+    #[test]
+    fn masked_expansion_hides_secrets_of_any_length() {
+        let t = Template::parse("PASS ${password}").unwrap();
+        let mut v = Vars::default();
+        v.set("password", Value::Secret(Secret::new("ab")));
+        assert_eq!(t.expand_masked(&v).unwrap(), "PASS ********");
+        assert_eq!(t.expand(&v).unwrap(), "PASS ab");
     }
 
     #[test]
