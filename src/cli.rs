@@ -8,7 +8,8 @@ use std::path::PathBuf;
 #[command(
     name = "mailcheck",
     version,
-    about = "Test and diagnose mail servers (POP3 for now)"
+    about = "Test mail servers against the RFCs (POP3 today) and diagnose IMAP, POP3 and SMTP endpoints",
+    after_help = "`mailcheck NAME` (a provider preset or a domain) is short for `mailcheck probe NAME`."
 )]
 pub struct Cli {
     /// When to use colours: auto honours NO_COLOR and whether output is a terminal.
