@@ -338,6 +338,12 @@ service anvil {
     mode = 0
   }
 }
+# SMTP AUTH for ci/postfix: Postfix (user postfix) asks Dovecot to check passwords.
+service auth {
+  unix_listener auth-postfix {
+    mode = 0666
+  }
+}
 EOF
 
 if [ -n "$DOVECONF" ]; then
