@@ -106,6 +106,39 @@ faults! {
     /// Authentication always fails, as on an account with POP3 turned off.
     LoginDisabled = "login-disabled":
         "every PASS/APOP is refused, even with the right password",
+    /// IMAP: tagged completions carry a different tag than the command's.
+    ImapWrongTag = "imap-wrong-tag":
+        "IMAP: every tagged completion carries another tag (A1 is completed as A2)",
+    /// IMAP: FETCH never completes.
+    ImapNoCompletion = "imap-no-completion":
+        "IMAP: FETCH / UID FETCH send their data but never the tagged completion",
+    /// IMAP: message literals announce one octet more than they carry.
+    ImapLiteralMiscount = "imap-literal-miscount":
+        "IMAP: FETCH body literals announce {n+1} but carry n octets",
+    /// IMAP: SELECT/EXAMINE leave out UIDVALIDITY.
+    ImapSelectNoUidvalidity = "imap-select-no-uidvalidity":
+        "IMAP: SELECT/EXAMINE omit the OK [UIDVALIDITY n] response",
+    /// IMAP: EXAMINE opens the mailbox read-write.
+    ImapExamineWritable = "imap-examine-writable":
+        "IMAP: EXAMINE completes without [READ-ONLY] and STORE/EXPUNGE then succeed",
+    /// IMAP: BODY.PEEK sets \Seen like BODY does.
+    ImapPeekSetsSeen = "imap-peek-sets-seen":
+        "IMAP: FETCH BODY.PEEK[...] (and RFC822.HEADER) set \\Seen",
+    /// IMAP: FETCH reports UIDs in descending order.
+    ImapUidsDescending = "imap-uids-descending":
+        "IMAP: FETCH reports message n with the UID of message N+1-n, so UIDs descend",
+    /// IMAP: EXPUNGE removes messages without saying which.
+    ImapExpungeSilent = "imap-expunge-silent":
+        "IMAP: EXPUNGE / UID EXPUNGE remove messages without untagged EXPUNGE responses",
+    /// IMAP: SELECT/EXAMINE succeed before login.
+    ImapOkBeforeLogin = "imap-ok-before-login":
+        "IMAP: SELECT/EXAMINE answer OK before login (on the first account)",
+    /// IMAP: syntax errors get NO instead of BAD.
+    ImapBadAsNo = "imap-bad-as-no":
+        "IMAP: unknown commands and syntax errors are answered NO instead of BAD",
+    /// IMAP: LOGOUT without BYE.
+    ImapNoByeOnLogout = "imap-no-bye-on-logout":
+        "IMAP: LOGOUT is answered with the tagged OK only, without the untagged BYE",
 }
 
 impl fmt::Display for Fault {
@@ -129,14 +162,14 @@ impl FromStr for Fault {
     }
 }
 
-// `Faults` is a `u32` bit set: one more fault than fits must not compile.
-const _: () = assert!(Fault::ALL.len() <= u32::BITS as usize);
+// `Faults` is a `u64` bit set: one more fault than fits must not compile.
+const _: () = assert!(Fault::ALL.len() <= u64::BITS as usize);
 
 /// A set of [`Fault`]s; faults compose freely.
 ///
 /// A bit set so it is `Copy` and cheap to consult on every reply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Faults(u32);
+pub struct Faults(u64);
 
 impl Faults {
     /// The correct server: no faults.
@@ -144,8 +177,8 @@ impl Faults {
         Faults(0)
     }
 
-    fn bit(fault: Fault) -> u32 {
-        1u32 << (fault as u32)
+    fn bit(fault: Fault) -> u64 {
+        1u64 << (fault as u32)
     }
 
     pub fn contains(&self, fault: Fault) -> bool {
@@ -239,7 +272,7 @@ mod tests {
             assert_eq!(f.to_string().parse::<Fault>().ok(), Some(*f));
             assert!(!f.describe().is_empty());
         }
-        assert_eq!(Fault::ALL.len(), 24);
+        assert_eq!(Fault::ALL.len(), 35);
     }
 
     #[test]

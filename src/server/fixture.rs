@@ -132,6 +132,15 @@ pub fn messages() -> Vec<Vec<u8>> {
     vec![plain(), dotted(), large(), empty_body()]
 }
 
+/// When each message of [`messages`] arrived (its IMAP INTERNALDATE, in
+/// seconds since the Unix epoch, UTC): the time in its Date header, so date
+/// searches and FETCH INTERNALDATE are reproducible.
+pub fn received() -> [i64; 4] {
+    // 2025-01-06 09:00:00 UTC, then 5-minute steps like the Date headers.
+    const FIRST: i64 = 1_736_154_000;
+    [FIRST, FIRST + 300, FIRST + 600, FIRST + 900]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! The embedded reference mail server: a correct POP3 server (RFC 1939,
-//! RFC 2449 CAPA, RFC 2595 STLS) whose [`Fault`] switches each break one
-//! rule on purpose.
+//! RFC 2449 CAPA, RFC 2595 STLS) and IMAP4rev1 server (RFC 3501) over one
+//! shared [`Store`], whose [`Fault`] switches each break one rule on purpose.
 //!
 //! `mailcheck serve` and `mailcheck demo` run it, and the integration tests
 //! use it to show that every client-side check both passes (correct server)
@@ -8,6 +8,7 @@
 
 mod faults;
 mod fixture;
+mod imap;
 mod pop3;
 mod store;
 mod tls;
@@ -22,7 +23,7 @@ use tokio::task::JoinHandle;
 
 pub use faults::{Fault, Faults};
 pub use fixture::FIXTURE_USERS;
-pub use store::{Account, Message, Store};
+pub use store::{Account, FlagChange, Mailbox, MailboxError, Message, Store, ACCOUNT_QUOTA, DELIMITER};
 pub use tls::TlsIdentity;
 
 /// Everything that can go wrong setting up or configuring the server.
@@ -40,7 +41,7 @@ pub enum ServerError {
     UnknownFault(String),
     #[error("no such account: {0}")]
     NoSuchAccount(String),
-    #[error("no listener configured: set pop3_listen and/or pop3s_listen")]
+    #[error("no listener configured: set pop3_listen, pop3s_listen, imap_listen and/or imaps_listen")]
     NoListener,
 }
 
@@ -52,6 +53,14 @@ pub struct ServerConfig {
     pub pop3_listen: Option<SocketAddr>,
     /// Implicit-TLS POP3.
     pub pop3s_listen: Option<SocketAddr>,
+    /// Plain IMAP with STARTTLS; off unless set (see [`ServerConfig::with_imap`]).
+    pub imap_listen: Option<SocketAddr>,
+    /// Implicit-TLS IMAP; off unless set.
+    pub imaps_listen: Option<SocketAddr>,
+    /// IMAP on a plaintext connection (before STARTTLS) advertises
+    /// LOGINDISABLED and refuses LOGIN and AUTHENTICATE PLAIN, like servers
+    /// that only take passwords over TLS.
+    pub imap_login_disabled_on_plaintext: bool,
     pub faults: Faults,
     /// Maildrops shared by all sessions (and by whoever started the server).
     pub store: Arc<Store>,
@@ -73,13 +82,18 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Both listeners on `127.0.0.1:0`, no faults, APOP on, 10 min idle and
-    /// 30 s handshake timeouts, no greeting delay, built-in refusal texts.
+    /// Both POP3 listeners on `127.0.0.1:0` and no IMAP listener (a config
+    /// with the POP3 listeners cleared must still be refused as having none),
+    /// no faults, APOP on, 10 min idle and 30 s handshake timeouts, no
+    /// greeting delay, built-in refusal texts.
     pub fn new(store: Arc<Store>, identity: Arc<TlsIdentity>) -> Self {
         let any_local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         ServerConfig {
             pop3_listen: Some(any_local),
             pop3s_listen: Some(any_local),
+            imap_listen: None,
+            imaps_listen: None,
+            imap_login_disabled_on_plaintext: false,
             faults: Faults::none(),
             store,
             identity,
@@ -89,6 +103,14 @@ impl ServerConfig {
             greeting_delay: Duration::ZERO,
             auth_failure_text: None,
         }
+    }
+
+    /// Turns on both IMAP listeners on `127.0.0.1:0`.
+    pub fn with_imap(mut self) -> Self {
+        let any_local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        self.imap_listen = Some(any_local);
+        self.imaps_listen = Some(any_local);
+        self
     }
 
     /// [`ServerConfig::new`] with the fixture store and a fresh identity for
@@ -107,6 +129,10 @@ pub struct RunningServer {
     pub pop3_addr: Option<SocketAddr>,
     /// Bound address of the implicit-TLS listener.
     pub pop3s_addr: Option<SocketAddr>,
+    /// Bound address of the plain IMAP listener (STARTTLS available).
+    pub imap_addr: Option<SocketAddr>,
+    /// Bound address of the implicit-TLS IMAP listener.
+    pub imaps_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -124,54 +150,81 @@ impl RunningServer {
     }
 }
 
+/// Binds a listener; `Ok(None)` when it is not configured.
+async fn bind(addr: Option<SocketAddr>) -> Result<Option<(TcpListener, SocketAddr)>, ServerError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok(Some((listener, local)))
+}
+
 /// Binds the configured listeners and spawns their accept loops on the
 /// current tokio runtime; returns as soon as the sockets are bound.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
-    if config.pop3_listen.is_none() && config.pop3s_listen.is_none() {
+    if config.pop3_listen.is_none()
+        && config.pop3s_listen.is_none()
+        && config.imap_listen.is_none()
+        && config.imaps_listen.is_none()
+    {
         return Err(ServerError::NoListener);
     }
-    let shared = Arc::new(pop3::Shared {
-        store: config.store,
+    let tls = tokio_rustls::TlsAcceptor::from(config.identity.server_config());
+    let pop3 = Arc::new(pop3::Shared {
+        store: Arc::clone(&config.store),
         faults: config.faults,
-        tls: tokio_rustls::TlsAcceptor::from(config.identity.server_config()),
+        tls: tls.clone(),
         apop: config.apop,
         idle_timeout: config.idle_timeout,
         handshake_timeout: config.handshake_timeout,
         greeting_delay: config.greeting_delay,
         auth_failure_text: config.auth_failure_text,
     });
-    // If a later bind fails, `stop` is dropped on return, which ends any
-    // accept loop already spawned.
+    let imap = Arc::new(imap::Shared {
+        store: config.store,
+        faults: config.faults,
+        tls,
+        idle_timeout: config.idle_timeout,
+        handshake_timeout: config.handshake_timeout,
+        greeting_delay: config.greeting_delay,
+        login_disabled_on_plaintext: config.imap_login_disabled_on_plaintext,
+    });
+    // Everything is bound before any accept loop starts, so a failed bind
+    // leaves nothing running.
+    let pop3_plain = bind(config.pop3_listen).await?;
+    let pop3_tls = bind(config.pop3s_listen).await?;
+    let imap_plain = bind(config.imap_listen).await?;
+    let imap_tls = bind(config.imaps_listen).await?;
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
-    let bind = |addr: Option<SocketAddr>, implicit_tls: bool| {
-        let shared = Arc::clone(&shared);
-        let stopped = stopped.clone();
-        async move {
-            let Some(addr) = addr else {
-                return Ok::<_, ServerError>(None);
-            };
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            let local = listener
-                .local_addr()
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            let task = tokio::spawn(pop3::accept_loop(listener, shared, implicit_tls, stopped));
-            Ok(Some((local, task)))
-        }
-    };
-    let mut bound = |res: Option<(SocketAddr, JoinHandle<()>)>| {
-        res.map(|(addr, task)| {
-            tasks.push(task);
+    let mut spawn_pop3 = |bound: Option<(TcpListener, SocketAddr)>, implicit_tls: bool| {
+        bound.map(|(listener, addr)| {
+            let loop_ = pop3::accept_loop(listener, Arc::clone(&pop3), implicit_tls, stopped.clone());
+            tasks.push(tokio::spawn(loop_));
             addr
         })
     };
-    let pop3_addr = bound(bind(config.pop3_listen, false).await?);
-    let pop3s_addr = bound(bind(config.pop3s_listen, true).await?);
+    let pop3_addr = spawn_pop3(pop3_plain, false);
+    let pop3s_addr = spawn_pop3(pop3_tls, true);
+    let mut spawn_imap = |bound: Option<(TcpListener, SocketAddr)>, implicit_tls: bool| {
+        bound.map(|(listener, addr)| {
+            let loop_ = imap::accept_loop(listener, Arc::clone(&imap), implicit_tls, stopped.clone());
+            tasks.push(tokio::spawn(loop_));
+            addr
+        })
+    };
+    let imap_addr = spawn_imap(imap_plain, false);
+    let imaps_addr = spawn_imap(imap_tls, true);
     Ok(RunningServer {
         pop3_addr,
         pop3s_addr,
+        imap_addr,
+        imaps_addr,
         stop,
         tasks,
     })
