@@ -152,6 +152,7 @@ pub struct OutputArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ServeProtocol {
     Pop3,
+    Imap,
 }
 
 #[derive(Debug, Args)]
@@ -159,10 +160,11 @@ pub struct ServeArgs {
     /// Which protocol to serve.
     #[arg(value_enum)]
     pub protocol: ServeProtocol,
-    /// Plain listener (with STLS); port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:10110")]
-    pub listen: String,
-    /// Implicit-TLS listener (POP3S), off unless given.
+    /// Plain listener (with STLS / STARTTLS); port 0 picks a free port.
+    /// Default 127.0.0.1:10110 for pop3, 127.0.0.1:10143 for imap.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Implicit-TLS listener (POP3S / IMAPS), off unless given.
     #[arg(long, value_name = "ADDR")]
     pub tls_listen: Option<String>,
     /// Misbehave on purpose (repeatable); `--fault list` shows the names.

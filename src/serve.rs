@@ -2,7 +2,7 @@
 //! its own, or with the bundled suite run against it.
 
 use crate::app::{bundled_scenarios, execute, AppError};
-use crate::cli::{DemoArgs, OutputArgs, ServeArgs};
+use crate::cli::{DemoArgs, OutputArgs, ServeArgs, ServeProtocol};
 use crate::run::RunConfig;
 use crate::secret::Secret;
 use crate::server::{self, Fault, Faults, ServerConfig, Store, TlsIdentity, FIXTURE_USERS};
@@ -53,12 +53,25 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, AppError> {
     let faults = parse_faults(&args.faults)?;
     let identity = identity()?;
     let mut config = ServerConfig::new(Arc::new(Store::fixture()), identity.clone());
-    config.pop3_listen = Some(addr(&args.listen, "--listen")?);
-    config.pop3s_listen = args
+    let default = match args.protocol {
+        ServeProtocol::Pop3 => "127.0.0.1:10110",
+        ServeProtocol::Imap => "127.0.0.1:10143",
+    };
+    let plain = Some(addr(args.listen.as_deref().unwrap_or(default), "--listen")?);
+    let tls = args
         .tls_listen
         .as_deref()
         .map(|a| addr(a, "--tls-listen"))
         .transpose()?;
+    (
+        config.pop3_listen,
+        config.pop3s_listen,
+        config.imap_listen,
+        config.imaps_listen,
+    ) = match args.protocol {
+        ServeProtocol::Pop3 => (plain, tls, None, None),
+        ServeProtocol::Imap => (None, None, plain, tls),
+    };
     config.faults = faults;
     config.apop = !args.no_apop;
     if let Some(path) = &args.cert_out {
@@ -72,6 +85,12 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, AppError> {
     }
     if let Some(a) = running.pop3s_addr {
         println!("listening: pop3s://{a}");
+    }
+    if let Some(a) = running.imap_addr {
+        println!("listening: imap://{a} (STARTTLS available)");
+    }
+    if let Some(a) = running.imaps_addr {
+        println!("listening: imaps://{a}");
     }
     let users: Vec<&str> = FIXTURE_USERS.iter().map(|(u, _)| *u).collect();
     println!("users: {} (each password is NAME-demo-pw)", users.join(", "));

@@ -605,3 +605,63 @@ fn probe_cli_against_the_embedded_server_writes_junit_and_hides_the_password() {
     }
     let _ = stop_tx.send(());
 }
+
+#[test]
+fn serve_imap_and_probe_it_end_to_end() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailcheck"))
+        .args([
+            "serve",
+            "imap",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut urls = Vec::new();
+    for line in lines.by_ref().take(2) {
+        let line = line.unwrap();
+        urls.push(
+            line.trim_start_matches("listening: ")
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(
+        urls[0].starts_with("imap://") && urls[1].starts_with("imaps://"),
+        "{urls:?}"
+    );
+    let out = mailcheck_env(
+        &[
+            "probe",
+            &urls[0],
+            &urls[1],
+            "--insecure",
+            "--user",
+            "alice",
+            "--json",
+        ],
+        &[("MAILCHECK_PASSWORD", "alice-demo-pw")],
+        Duration::from_secs(60),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.code, 0, "{}", out.all());
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for ep in json["endpoints"].as_array().unwrap() {
+        let login = ep["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["layer"] == "login")
+            .unwrap();
+        assert_eq!(login["mark"], "ok", "{ep}");
+    }
+}
