@@ -22,9 +22,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 
@@ -38,10 +36,6 @@ macro_rules! put {
         let _ = write!($out, $($arg)*);
     }};
 }
-
-/// Sessions per listener; more connections are closed at once so a flood
-/// cannot exhaust file descriptors.
-const MAX_SESSIONS: usize = 512;
 
 /// Time allowed for a graceful close (TLS close_notify, FIN).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,38 +79,8 @@ pub(super) struct Shared {
     pub login_disabled_on_plaintext: bool,
 }
 
-/// Accepts connections until `stopped` flips (or its sender is dropped),
-/// then aborts the sessions still running and waits for them.
-pub(super) async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    implicit_tls: bool,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
-                    if sessions.len() >= MAX_SESSIONS {
-                        drop(tcp);
-                        continue;
-                    }
-                    sessions.spawn(serve_connection(tcp, Arc::clone(&shared), implicit_tls));
-                }
-                // Usually EMFILE or a connection reset before accept: back
-                // off briefly instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-        }
-    }
-    sessions.shutdown().await;
-}
-
 /// One connection from accept to close. Every failure just ends it.
-async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>, implicit_tls: bool) {
+pub(super) async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>, implicit_tls: bool) {
     // Responses are already written whole; Nagle would only add latency.
     tcp.set_nodelay(true).ok();
     let mut session = Session::new(Arc::clone(&shared), implicit_tls);

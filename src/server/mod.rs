@@ -9,6 +9,7 @@
 mod faults;
 mod fixture;
 mod imap;
+mod listen;
 mod pop3;
 mod store;
 mod tls;
@@ -204,7 +205,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut tasks = Vec::new();
     let mut spawn_pop3 = |bound: Option<(TcpListener, SocketAddr)>, implicit_tls: bool| {
         bound.map(|(listener, addr)| {
-            let loop_ = pop3::accept_loop(listener, Arc::clone(&pop3), implicit_tls, stopped.clone());
+            let shared = Arc::clone(&pop3);
+            let loop_ = listen::accept_loop(listener, stopped.clone(), move |tcp| {
+                pop3::serve_connection(tcp, Arc::clone(&shared), implicit_tls)
+            });
             tasks.push(tokio::spawn(loop_));
             addr
         })
@@ -213,7 +217,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let pop3s_addr = spawn_pop3(pop3_tls, true);
     let mut spawn_imap = |bound: Option<(TcpListener, SocketAddr)>, implicit_tls: bool| {
         bound.map(|(listener, addr)| {
-            let loop_ = imap::accept_loop(listener, Arc::clone(&imap), implicit_tls, stopped.clone());
+            let shared = Arc::clone(&imap);
+            let loop_ = listen::accept_loop(listener, stopped.clone(), move |tcp| {
+                imap::serve_connection(tcp, Arc::clone(&shared), implicit_tls)
+            });
             tasks.push(tokio::spawn(loop_));
             addr
         })

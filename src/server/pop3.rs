@@ -13,9 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
@@ -44,10 +42,6 @@ const LOGIN_DISABLED: &str = "[AUTH] Login failure or POP3 disabled";
 /// Refusal of a wrong PASS/APOP unless the configuration supplies its own text.
 const BAD_CREDENTIALS: &str = "[AUTH] invalid user name or password";
 
-/// Sessions per listener; more connections are closed at once so a flood
-/// cannot exhaust file descriptors.
-const MAX_SESSIONS: usize = 512;
-
 /// Time allowed for a graceful close (TLS close_notify, FIN).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,38 +61,8 @@ pub(super) struct Shared {
     pub auth_failure_text: Option<String>,
 }
 
-/// Accepts connections until `stopped` flips (or its sender is dropped),
-/// then aborts the sessions still running and waits for them.
-pub(super) async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    implicit_tls: bool,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
-                    if sessions.len() >= MAX_SESSIONS {
-                        drop(tcp);
-                        continue;
-                    }
-                    sessions.spawn(serve_connection(tcp, Arc::clone(&shared), implicit_tls));
-                }
-                // Usually EMFILE or a connection reset before accept: back
-                // off briefly instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-        }
-    }
-    sessions.shutdown().await;
-}
-
 /// One connection from accept to close. Every failure just ends it.
-async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>, implicit_tls: bool) {
+pub(super) async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>, implicit_tls: bool) {
     if shared.faults.contains(Fault::CloseOnAccept) {
         close(tcp).await;
         return;
