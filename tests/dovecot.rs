@@ -36,6 +36,16 @@ struct Run {
 }
 
 fn run_suite(env: &HashMap<String, String>, target: &str, user_key: &str, extra: &[&str]) -> Run {
+    run_folder(env, "scenarios/pop3", target, user_key, extra)
+}
+
+fn run_folder(
+    env: &HashMap<String, String>,
+    folder: &str,
+    target: &str,
+    user_key: &str,
+    extra: &[&str],
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("junit.xml");
     let json = dir.path().join("report.json");
@@ -48,7 +58,7 @@ fn run_suite(env: &HashMap<String, String>, target: &str, user_key: &str, extra:
     };
     let mut args = vec![
         "run",
-        "scenarios/pop3",
+        folder,
         "--target",
         target,
         "--user",
@@ -254,4 +264,26 @@ fn probe_logs_in_read_only_on_every_dovecot_endpoint() {
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stdout.contains("imap-login-failure"), "{}", out.stdout);
     assert!(!out.all().contains("not-alices-password"));
+}
+
+#[test]
+fn imap_suite_passes_on_plain_starttls_and_imaps() {
+    let Some(env) = dovecot() else { return };
+    let cacert = env["MAILCHECK_DOVECOT_CACERT"].clone();
+    let plain = format!("imap://localhost:{}", env["MAILCHECK_DOVECOT_IMAP_PORT"]);
+    let tls = format!("imaps://localhost:{}", env["MAILCHECK_DOVECOT_IMAPS_PORT"]);
+    for (target, extra) in [
+        (plain.clone(), vec!["--cacert", cacert.as_str()]),
+        (plain.clone(), vec!["--starttls", "--cacert", cacert.as_str()]),
+        (tls, vec!["--cacert", cacert.as_str()]),
+    ] {
+        let run = run_folder(&env, "scenarios/imap", &target, "USER", &extra);
+        assert_clean(&run, &env["MAILCHECK_DOVECOT_PASSWORD"]);
+        assert!(passed(&run) >= 9, "{}", run.out.stdout);
+        assert!(
+            run.out.stdout.contains("LOGIN \"alice\" ********"),
+            "{}",
+            run.out.stdout
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! reporters consume ([`outcome`]).
 
 pub mod body;
+mod imap;
 pub mod outcome;
 pub mod runner;
 pub mod schedule;

@@ -7,7 +7,7 @@ use crate::finding::{line_text, Finding, Severity};
 use crate::proto::pop3::{self, BodySummary, Command, MultilineDecoder};
 use crate::scenario::pattern::Pattern;
 use crate::scenario::template::{Template, Value, Vars};
-use crate::scenario::{Exchange, Requirement, Scenario, Step, StepKind};
+use crate::scenario::{Exchange, Protocol, Requirement, Scenario, Step, StepKind};
 use crate::secret::{Redactor, Secret};
 use crate::wire::{Conn, Security, Target, TlsSettings, WireError};
 use std::time::{Duration, Instant};
@@ -59,7 +59,7 @@ pub struct ServerInfo {
 }
 
 /// Why a scenario stopped early.
-enum Stop {
+pub(crate) enum Stop {
     /// A step did not match (already recorded as a failed step).
     Mismatch,
     /// The network or the scenario itself failed; the text says how.
@@ -73,23 +73,25 @@ impl From<WireError> for Stop {
 }
 
 /// The state of one scenario while it runs.
-struct Run<'a> {
-    config: &'a RunConfig,
-    redactor: Redactor,
-    vars: Vars,
-    conn: Option<Conn>,
-    session: pop3::Session,
-    history: pop3::History,
-    session_no: u32,
-    transcript: Vec<TranscriptEntry>,
-    omitted: u64,
-    findings: Vec<Finding>,
-    findings_omitted: usize,
-    steps: Vec<StepOutcome>,
+pub(crate) struct Run<'a> {
+    pub(crate) config: &'a RunConfig,
+    pub(crate) redactor: Redactor,
+    pub(crate) vars: Vars,
+    pub(crate) conn: Option<Conn>,
+    pub(crate) session: pop3::Session,
+    pub(crate) history: pop3::History,
+    pub(crate) session_no: u32,
+    pub(crate) transcript: Vec<TranscriptEntry>,
+    pub(crate) omitted: u64,
+    pub(crate) findings: Vec<Finding>,
+    pub(crate) findings_omitted: usize,
+    pub(crate) steps: Vec<StepOutcome>,
     /// The id of the step running now, for findings.
-    step_id: String,
+    pub(crate) step_id: String,
     /// Set by `exchange` when it returns `Stop::Mismatch`.
-    pending_mismatch: Option<Mismatch>,
+    pub(crate) pending_mismatch: Option<Mismatch>,
+    /// The IMAP connection state, for IMAP targets.
+    pub(crate) imap: Option<super::imap::ImapConn>,
 }
 
 /// Skip reason for a scenario this run cannot or must not execute.
@@ -98,32 +100,34 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig, info: &ServerInfo) -
         return Some("deletes mail: run with --allow-destructive to include it".into());
     }
     for r in &scenario.requires {
-        let missing = match r {
-            Requirement::Credentials => (config.user.is_none() || config.password.is_none()).then(|| {
-                "needs credentials: pass --user and set MAILCHECK_PASSWORD or --password-file".to_string()
-            }),
-            Requirement::ApopTimestamp => {
-                (!info.apop_timestamp).then(|| "the greeting offers no APOP timestamp".to_string())
-            }
-            Requirement::Tls => {
-                (!info.tls).then(|| "needs a TLS connection (pop3s:// or --starttls)".to_string())
-            }
-            Requirement::Plaintext => (config.target.security == Security::Implicit || config.starttls)
-                .then(|| "needs a plaintext start (a pop3:// target without --starttls)".to_string()),
-            // `CAPA` itself is met by a server that answers CAPA (RFC 2449), whatever it lists.
-            Requirement::Capability(_) if info.capa_broken => None,
-            Requirement::Capability(c) if c == "CAPA" => info
-                .capabilities
-                .is_none()
-                .then(|| "the server does not answer CAPA".to_string()),
-            Requirement::Capability(c) => match &info.capabilities {
-                None => Some(format!("needs {c}, and the server does not answer CAPA")),
-                Some(caps) if !caps.iter().any(|x| x == c) => {
-                    Some(format!("the server does not advertise {c} in CAPA"))
+        let missing =
+            match r {
+                Requirement::Credentials => (config.user.is_none() || config.password.is_none()).then(|| {
+                    "needs credentials: pass --user and set MAILCHECK_PASSWORD or --password-file".to_string()
+                }),
+                Requirement::ApopTimestamp => {
+                    (!info.apop_timestamp).then(|| "the greeting offers no APOP timestamp".to_string())
                 }
-                Some(_) => None,
-            },
-        };
+                Requirement::Tls => (!info.tls)
+                    .then(|| "needs a TLS connection (pop3s://, imaps:// or --starttls)".to_string()),
+                Requirement::Plaintext => (config.target.security == Security::Implicit || config.starttls)
+                    .then(|| {
+                        "needs a plaintext start (a pop3:// or imap:// target without --starttls)".to_string()
+                    }),
+                // `CAPA` itself is met by a server that answers CAPA (RFC 2449), whatever it lists.
+                Requirement::Capability(_) if info.capa_broken => None,
+                Requirement::Capability(c) if c == "CAPA" => info
+                    .capabilities
+                    .is_none()
+                    .then(|| "the server does not answer CAPA".to_string()),
+                Requirement::Capability(c) => match &info.capabilities {
+                    None => Some(format!("needs {c}, and the server does not answer CAPA")),
+                    Some(caps) if !caps.iter().any(|x| x == c) => {
+                        Some(format!("the server does not advertise {c} in CAPA"))
+                    }
+                    Some(_) => None,
+                },
+            };
         if missing.is_some() {
             return missing;
         }
@@ -150,12 +154,18 @@ pub async fn discover(config: &RunConfig) -> Result<ServerInfo, WireError> {
         capabilities: None,
         capa_broken: false,
     };
-    let capa = Exchange {
-        command: fixed("CAPA"),
-        reply: None,
-        multiline: None,
-        body: None,
-    };
+    if let Some(imap) = &run.imap {
+        info.capabilities = Some(imap.capabilities());
+        let caps = internal(fixed("CAPABILITY"), None, None);
+        if run.exchange(&caps).await.is_ok() {
+            if let Some(imap) = &run.imap {
+                info.capabilities = Some(imap.capabilities());
+            }
+        }
+        let _ = run.exchange(&internal(fixed("LOGOUT"), None, None)).await;
+        return Ok(info);
+    }
+    let capa = internal(fixed("CAPA"), None, None);
     match run.exchange(&capa).await {
         Ok(()) => info.capabilities = run.session.capabilities.clone(),
         Err(_) => {
@@ -163,14 +173,20 @@ pub async fn discover(config: &RunConfig) -> Result<ServerInfo, WireError> {
             return Ok(info);
         }
     }
-    let quit = Exchange {
-        command: fixed("QUIT"),
-        reply: None,
-        multiline: None,
-        body: None,
-    };
+    let quit = internal(fixed("QUIT"), None, None);
     let _ = run.exchange(&quit).await;
     Ok(info)
+}
+
+/// An exchange the runner makes itself (discovery, login, STLS).
+fn internal(command: Template, reply: Option<Pattern>, multiline: Option<bool>) -> Exchange {
+    Exchange {
+        command,
+        reply,
+        untagged: Vec::new(),
+        multiline,
+        body: None,
+    }
 }
 
 fn fixed(text: &str) -> Template {
@@ -279,10 +295,11 @@ impl<'a> Run<'a> {
             steps: Vec::new(),
             step_id: "connect".into(),
             pending_mismatch: None,
+            imap: None,
         }
     }
 
-    fn record(&mut self, direction: Direction, text: &str) {
+    pub(crate) fn record(&mut self, direction: Direction, text: &str) {
         if self.transcript.len() >= TRANSCRIPT_CAP {
             self.omitted += 1;
             return;
@@ -295,7 +312,7 @@ impl<'a> Run<'a> {
         });
     }
 
-    fn add_findings(&mut self, found: Vec<Finding>) {
+    pub(crate) fn add_findings(&mut self, found: Vec<Finding>) {
         for mut f in found {
             if self.findings.len() >= FINDINGS_CAP {
                 self.findings_omitted += 1;
@@ -308,7 +325,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn conn(&mut self) -> Result<&mut Conn, Stop> {
+    pub(crate) fn conn(&mut self) -> Result<&mut Conn, Stop> {
         self.conn.as_mut().ok_or_else(|| {
             Stop::Error("the connection is closed (add `reconnect: {}` to open a new one)".into())
         })
@@ -336,6 +353,18 @@ impl<'a> Run<'a> {
             self.note_tls(&conn);
         }
         conn.waiting_for("the greeting");
+        if target.protocol == Protocol::Imap {
+            let tls = conn.is_tls();
+            self.conn = Some(conn);
+            self.imap_greeting(tls).await?;
+            if self.config.starttls {
+                self.imap_starttls().await.map_err(|e| match e {
+                    Stop::Mismatch => Stop::Error("--starttls: the server refused STARTTLS".into()),
+                    other => other,
+                })?;
+            }
+            return Ok(());
+        }
         let line = conn.read_line(READ_CAP).await?;
         let (bytes, complete) = (line.bytes.to_vec(), line.complete);
         self.conn = Some(conn);
@@ -376,17 +405,15 @@ impl<'a> Run<'a> {
 
     /// STLS, then the handshake on the same socket (RFC 2595 section 4).
     async fn starttls(&mut self) -> Result<(), Stop> {
-        let stls = Exchange {
-            command: fixed("STLS"),
-            reply: Some(ok_pattern()),
-            multiline: Some(false),
-            body: None,
-        };
+        if self.imap.is_some() {
+            return self.imap_starttls().await;
+        }
+        let stls = internal(fixed("STLS"), Some(ok_pattern()), Some(false));
         self.exchange(&stls).await?;
         Ok(())
     }
 
-    async fn upgrade_after_stls(&mut self) -> Result<(), Stop> {
+    pub(crate) async fn upgrade_after_stls(&mut self) -> Result<(), Stop> {
         let conn = self.conn()?;
         let early = conn.buffered().to_vec();
         if !early.is_empty() {
@@ -518,6 +545,9 @@ impl<'a> Run<'a> {
 
     /// USER then PASS, each expecting +OK; the templates default to the run's credentials.
     async fn login(&mut self, user: Option<&Template>, password: Option<&Template>) -> Result<(), Stop> {
+        if self.imap.is_some() {
+            return self.imap_login(user, password).await;
+        }
         let user = user.map_or("${user}", |t| t.source.as_str());
         let password = password.map_or("${password}", |t| t.source.as_str());
         let user_cmd = Template::parse(&format!("USER {user}")).map_err(Stop::Error)?;
@@ -532,23 +562,15 @@ impl<'a> Run<'a> {
             }
         }
         let ok = Some(ok_pattern());
-        self.exchange(&Exchange {
-            command: user_cmd,
-            reply: ok.clone(),
-            multiline: Some(false),
-            body: None,
-        })
-        .await?;
-        self.exchange(&Exchange {
-            command: pass_cmd,
-            reply: ok,
-            multiline: Some(false),
-            body: None,
-        })
-        .await
+        self.exchange(&internal(user_cmd, ok.clone(), Some(false)))
+            .await?;
+        self.exchange(&internal(pass_cmd, ok, Some(false))).await
     }
 
     async fn apop(&mut self) -> Result<(), Stop> {
+        if self.imap.is_some() {
+            return Err(Stop::Error("`apop` is a POP3 step".into()));
+        }
         let Some(stamp) = self.session.greeting_timestamp.clone() else {
             return Err(Stop::Error("the greeting has no APOP timestamp `<...>`".into()));
         };
@@ -560,13 +582,8 @@ impl<'a> Run<'a> {
         self.vars.set("apop_digest", Value::Secret(digest));
         self.vars.set_text("apop_user", user);
         let cmd = Template::parse("APOP ${apop_user} ${apop_digest}").map_err(Stop::Error)?;
-        self.exchange(&Exchange {
-            command: cmd,
-            reply: Some(ok_pattern()),
-            multiline: Some(false),
-            body: None,
-        })
-        .await
+        self.exchange(&internal(cmd, Some(ok_pattern()), Some(false)))
+            .await
     }
 
     async fn drop_conn(&mut self) -> Result<(), Stop> {
@@ -593,6 +610,9 @@ impl<'a> Run<'a> {
 
     /// Send one command, read and validate its reply, match the expectations.
     async fn exchange(&mut self, x: &Exchange) -> Result<(), Stop> {
+        if self.imap.is_some() {
+            return self.imap_exchange(x).await;
+        }
         let line = x.command.expand(&self.vars).map_err(Stop::Error)?;
         let masked = x.command.expand_masked(&self.vars).map_err(Stop::Error)?;
         let shown = self.redactor.redact(&masked);

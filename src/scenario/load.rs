@@ -76,7 +76,7 @@ struct RawStep {
     #[serde(rename = "C")]
     c: Option<String>,
     #[serde(rename = "S")]
-    s: Option<RawPattern>,
+    s: Option<RawReply>,
     multiline: Option<bool>,
     body: Option<RawBody>,
     login: Option<RawLogin>,
@@ -162,6 +162,44 @@ impl<'de> Deserialize<'de> for RawPattern {
     }
 }
 
+/// `S:` is one pattern, or (IMAP) a list: untagged responses, then the completion.
+enum RawReply {
+    One(RawPattern),
+    Many(Vec<RawPattern>),
+}
+
+impl<'de> Deserialize<'de> for RawReply {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawReply;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a pattern, {regex: ...}, or a list of patterns")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawReply, E> {
+                Ok(RawReply::One(RawPattern::Glob(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawReply, E> {
+                Ok(RawReply::One(RawPattern::Glob(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawReply, E> {
+                Ok(RawReply::One(RawPattern::Glob(v.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawReply, A::Error> {
+                RawPattern::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawReply::One)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawReply, A::Error> {
+                let mut all = Vec::new();
+                while let Some(p) = seq.next_element::<RawPattern>()? {
+                    all.push(p);
+                }
+                Ok(RawReply::Many(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A number, or a string with `${var}` references.
 struct RawScalar(String);
 
@@ -190,6 +228,8 @@ impl<'de> Deserialize<'de> for RawScalar {
 struct Ctx<'a> {
     path: &'a Path,
     source: &'a str,
+    /// Known once the top-level keys are read; steps depend on it.
+    protocol: Protocol,
 }
 
 impl Ctx<'_> {
@@ -225,7 +265,11 @@ pub fn load_file(path: &Path) -> Result<Scenario, LoadError> {
 
 /// Load a scenario from text; `path` is used for messages and to infer the protocol.
 pub fn load_str(path: &Path, source: &str) -> Result<Scenario, LoadError> {
-    let ctx = Ctx { path, source };
+    let ctx = Ctx {
+        path,
+        source,
+        protocol: Protocol::Pop3,
+    };
     let raw: RawScenario = serde_saphyr::from_str(source).map_err(|e| yaml_error(&ctx, &e))?;
     convert(&ctx, raw)
 }
@@ -253,7 +297,7 @@ fn convert(ctx: &Ctx, raw: RawScenario) -> Result<Scenario, LoadError> {
     let protocol = match &raw.protocol {
         Some(p) => Protocol::from_name(p).ok_or_else(|| {
             let (l, c) = find_key(ctx.source, "protocol");
-            ctx.err(l, c, format!("unknown protocol `{p}` (known: pop3)"))
+            ctx.err(l, c, format!("unknown protocol `{p}` (known: pop3, imap)"))
         })?,
         None => infer_protocol(ctx.path).ok_or_else(|| {
             ctx.err(
@@ -262,6 +306,11 @@ fn convert(ctx: &Ctx, raw: RawScenario) -> Result<Scenario, LoadError> {
                 "cannot tell the protocol from the folder name: add `protocol: pop3`",
             )
         })?,
+    };
+    let ctx = &Ctx {
+        path: ctx.path,
+        source: ctx.source,
+        protocol,
     };
     let mut requires = Vec::new();
     for r in &raw.requires {
@@ -372,7 +421,25 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
                 "a `C` line cannot contain a line break: the runner adds CRLF".into(),
             ));
         }
-        let reply = raw.s.map(|p| pattern(p).map_err(fail)).transpose()?;
+        let (untagged, reply) = match raw.s {
+            None => (Vec::new(), None),
+            Some(RawReply::One(p)) => (Vec::new(), Some(pattern(p).map_err(fail)?)),
+            Some(RawReply::Many(mut list)) => {
+                if ctx.protocol != Protocol::Imap {
+                    return Err(fail(
+                        "a list under `S` is for IMAP (untagged responses, then the completion)".into(),
+                    ));
+                }
+                let last = list
+                    .pop()
+                    .ok_or_else(|| fail("`S` needs at least the completion".into()))?;
+                let untagged = list
+                    .into_iter()
+                    .map(|p| pattern(p).map_err(fail))
+                    .collect::<Result<_, _>>()?;
+                (untagged, Some(pattern(last).map_err(fail)?))
+            }
+        };
         let body = raw.body.map(|b| convert_body(b).map_err(fail)).transpose()?;
         if body.is_some() && raw.multiline == Some(false) {
             return Err(fail("`body` with `multiline: false` can never match".into()));
@@ -380,6 +447,7 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         StepKind::Exchange(Box::new(Exchange {
             command: template(&c)?,
             reply,
+            untagged,
             multiline: raw.multiline,
             body,
         }))

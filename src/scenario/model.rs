@@ -12,18 +12,21 @@ use std::path::PathBuf;
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Pop3,
+    Imap,
 }
 
 impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Pop3 => "pop3",
+            Protocol::Imap => "imap",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Protocol> {
         match name.to_ascii_lowercase().as_str() {
             "pop3" => Some(Protocol::Pop3),
+            "imap" => Some(Protocol::Imap),
             _ => None,
         }
     }
@@ -96,14 +99,14 @@ pub struct Step {
 pub enum StepKind {
     /// `C:` a command, optionally `S:` its expected status line and `body:`.
     Exchange(Box<Exchange>),
-    /// Log in with the run's credentials (POP3: USER/PASS).
+    /// Log in with the run's credentials (POP3: USER/PASS; IMAP: LOGIN).
     Login {
         user: Option<Template>,
         password: Option<Template>,
     },
     /// Log in with APOP using the greeting's timestamp.
     Apop,
-    /// Upgrade the connection with STLS.
+    /// Upgrade the connection with STLS (POP3) or STARTTLS (IMAP).
     StartTls,
     /// Close the connection without QUIT (waits for the server to close its side).
     Drop,
@@ -120,7 +123,10 @@ pub enum StepKind {
 #[derive(Debug, Clone)]
 pub struct Exchange {
     pub command: Template,
+    /// The status line (POP3) or the tagged completion without its tag (IMAP).
     pub reply: Option<Pattern>,
+    /// IMAP: untagged responses that must appear before the completion, in any order.
+    pub untagged: Vec<Pattern>,
     /// Force (or forbid) reading a multi-line body; by default the protocol decides.
     pub multiline: Option<bool>,
     pub body: Option<BodyExpect>,

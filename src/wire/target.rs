@@ -28,7 +28,7 @@ pub enum TargetError {
         "`{0}` is not a target URL; write it like pop3://mail.example.com:110 or pop3s://mail.example.com"
     )]
     NotAUrl(String),
-    #[error("unknown target scheme `{0}://` (known: pop3://, pop3s://)")]
+    #[error("unknown target scheme `{0}://` (known: pop3://, pop3s://, imap://, imaps://)")]
     UnknownScheme(String),
     #[error("target `{0}` has no host")]
     NoHost(String),
@@ -44,6 +44,8 @@ impl Target {
         let (protocol, security, default_port) = match url.scheme() {
             "pop3" => (Protocol::Pop3, Security::Plain, 110),
             "pop3s" => (Protocol::Pop3, Security::Implicit, 995),
+            "imap" => (Protocol::Imap, Security::Plain, 143),
+            "imaps" => (Protocol::Imap, Security::Implicit, 993),
             other => return Err(TargetError::UnknownScheme(other.to_string())),
         };
         if url.password().is_some() {
@@ -83,6 +85,8 @@ impl fmt::Display for Target {
         let scheme = match (self.protocol, self.security) {
             (Protocol::Pop3, Security::Plain) => "pop3",
             (Protocol::Pop3, Security::Implicit) => "pop3s",
+            (Protocol::Imap, Security::Plain) => "imap",
+            (Protocol::Imap, Security::Implicit) => "imaps",
         };
         write!(f, "{scheme}://{}", self.authority())
     }

@@ -1,0 +1,335 @@
+//! The IMAP side of the runner: tags, reading responses through the IMAP
+//! reader (framing with literals, grammar, session model) until the tagged
+//! completion, and matching untagged responses in any order.
+
+use super::body::BodyMatcher;
+use super::outcome::{Direction, Mismatch};
+use super::runner::{Run, Stop};
+use crate::finding::{line_text, Finding};
+use crate::proto::imap::{self, ReadEvent, Response};
+use crate::scenario::pattern::Pattern;
+use crate::scenario::template::{Template, Value};
+use crate::scenario::Exchange;
+use crate::secret::Secret;
+use std::time::Duration;
+
+/// Longest piece read from the socket at once.
+const READ_CAP: usize = 64 * 1024;
+/// Untagged responses kept per command for matching and the transcript.
+const UNTAGGED_KEPT: usize = 10_000;
+/// Untagged lines shown in the transcript per command.
+const UNTAGGED_SHOWN: usize = 12;
+
+/// One IMAP connection's protocol state.
+pub(crate) struct ImapConn {
+    reader: imap::Reader,
+    tags: imap::TagGen,
+}
+
+impl ImapConn {
+    pub(crate) fn new(tls: bool) -> ImapConn {
+        ImapConn {
+            reader: imap::Reader::new(imap::Limits::default(), tls),
+            tags: imap::TagGen::new("a"),
+        }
+    }
+
+    pub(crate) fn capabilities(&self) -> Vec<String> {
+        self.reader.session.capabilities().to_vec()
+    }
+}
+
+/// What came back for one command.
+struct Reply {
+    untagged: Vec<Vec<u8>>,
+    /// The completion (or the greeting) without its line ending.
+    last: Vec<u8>,
+}
+
+fn glob(text: &str) -> Result<Pattern, Stop> {
+    Pattern::glob(text).map_err(Stop::Error)
+}
+
+impl Run<'_> {
+    fn imap_conn(&mut self) -> Result<&mut ImapConn, Stop> {
+        self.imap
+            .as_mut()
+            .ok_or_else(|| Stop::Error("no IMAP session".into()))
+    }
+
+    /// Read responses until the completion tagged `tag` (or, without a tag,
+    /// the first response: the greeting). Every byte goes through the reader.
+    async fn imap_read(
+        &mut self,
+        tag: Option<&str>,
+        mut matcher: Option<&mut BodyMatcher<'_>>,
+    ) -> Result<Reply, Stop> {
+        let mut untagged = Vec::new();
+        let mut shown = 0usize;
+        let mut found = Vec::new();
+        let mut records: Vec<(Direction, String)> = Vec::new();
+        let result: Result<Vec<u8>, Stop> = async {
+            loop {
+                let Run { conn, imap, .. } = &mut *self;
+                let conn = conn
+                    .as_mut()
+                    .ok_or_else(|| Stop::Error("the connection is closed".into()))?;
+                let imap = imap
+                    .as_mut()
+                    .ok_or_else(|| Stop::Error("no IMAP session".into()))?;
+                let line = conn.read_line(READ_CAP).await?;
+                let mut input = line.bytes;
+                let mut done = None;
+                loop {
+                    let (used, ev) = imap.reader.feed(input, &mut found);
+                    let Some(ev) = ev else { break };
+                    if let ReadEvent::Response { frame, response } = ev {
+                        let first = frame.first_line().to_vec();
+                        let is_ours = match (&response, tag) {
+                            (Response::Tagged { tag: t, .. }, Some(want)) => *t == want.as_bytes(),
+                            (_, None) => true,
+                            _ => false,
+                        };
+                        if is_ours {
+                            records.push((Direction::Server, line_text(&first)));
+                            done = Some(first);
+                        } else {
+                            if shown < UNTAGGED_SHOWN {
+                                records.push((Direction::Server, line_text(&first)));
+                            }
+                            shown += 1;
+                            if let Some(m) = matcher.as_deref_mut() {
+                                m.feed(&first, true);
+                            }
+                            if untagged.len() < UNTAGGED_KEPT {
+                                untagged.push(first);
+                            }
+                        }
+                    }
+                    input = &input[used..];
+                }
+                if let Some(d) = done {
+                    return Ok(d);
+                }
+            }
+        }
+        .await;
+        for (d, t) in records {
+            self.record(d, &t);
+        }
+        if shown > UNTAGGED_SHOWN {
+            self.record(
+                Direction::Note,
+                &format!("... {} more untagged responses", shown - UNTAGGED_SHOWN),
+            );
+        }
+        self.add_findings(found);
+        Ok(Reply {
+            untagged,
+            last: result?,
+        })
+    }
+
+    /// The greeting: `* OK` or `* PREAUTH` lets the session go on.
+    pub(crate) async fn imap_greeting(&mut self, tls: bool) -> Result<(), Stop> {
+        self.imap = Some(ImapConn::new(tls));
+        let reply = self.imap_read(None, None).await?;
+        let ok = imap::parse_status(&String::from_utf8_lossy(&reply.last))
+            .is_some_and(|s| s.tag == "*" && matches!(s.cond, imap::Cond::Ok | imap::Cond::Preauth));
+        if !ok {
+            return Err(Stop::Error(format!(
+                "the server's greeting is not * OK: {}",
+                line_text(&reply.last)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Send one command (tagged by us unless the step gave a tag), read until
+    /// its completion, and match the scenario's expectations.
+    pub(crate) async fn imap_exchange(&mut self, x: &Exchange) -> Result<(), Stop> {
+        let text = x.command.expand(&self.vars).map_err(Stop::Error)?;
+        let masked = x.command.expand_masked(&self.vars).map_err(Stop::Error)?;
+        let tag = self.imap_conn()?.tags.next_tag();
+        let line = format!("{tag} {text}");
+        let cmd = imap::Command::parse(line.as_bytes())
+            .map_err(|e| Stop::Error(format!("`{masked}` is not a command: {e}")))?;
+        if cmd.sync_literals() > 0 {
+            return Err(Stop::Error(
+                "synchronizing literals {n} in C: lines are not supported yet; use {n+} where the server has LITERAL+"
+                    .into(),
+            ));
+        }
+        let shown = self.redactor.redact(&format!("{tag} {masked}"));
+        self.record(Direction::Client, &shown);
+        let mut found = Vec::new();
+        self.imap_conn()?.reader.command(&cmd, &mut found);
+        self.add_findings(found);
+        let label = self.redactor.redact(&cmd.label());
+        let step_id = self.step_id.clone();
+        {
+            let conn = self.conn()?;
+            conn.send(format!("{line}\r\n").as_bytes()).await?;
+            conn.waiting_for(format!("the completion of `{label}` (tag {tag}, step {step_id})"));
+        }
+        let mut matcher = match &x.body {
+            Some(b) => Some(BodyMatcher::new(b, &self.vars).map_err(Stop::Error)?),
+            None => None,
+        };
+        let reply = self.imap_read(Some(&tag), matcher.as_mut()).await?;
+        let completion = reply
+            .last
+            .strip_prefix(format!("{tag} ").as_bytes())
+            .unwrap_or(&reply.last)
+            .to_vec();
+
+        let mut mismatch = None;
+        for p in &x.untagged {
+            let m = p.compile(&self.vars).map_err(Stop::Error)?;
+            match reply.untagged.iter().find_map(|u| m.matches(u)) {
+                Some(caps) => {
+                    for (k, v) in caps {
+                        self.vars.set_text(&k, v);
+                    }
+                }
+                None => {
+                    let got: Vec<String> = reply.untagged.iter().take(40).map(|u| line_text(u)).collect();
+                    mismatch = Some(Mismatch {
+                        message: format!("no untagged response to `{label}` matches `{}`", p.display()),
+                        expected: Some(p.display()),
+                        actual: Some(self.redactor.redact(&got.join("\n"))),
+                    });
+                    break;
+                }
+            }
+        }
+        if mismatch.is_none() {
+            if let Some(p) = &x.reply {
+                let m = p.compile(&self.vars).map_err(Stop::Error)?;
+                match m.matches(&completion) {
+                    Some(caps) => {
+                        for (k, v) in caps {
+                            self.vars.set_text(&k, v);
+                        }
+                    }
+                    None => {
+                        mismatch = Some(Mismatch {
+                            message: format!("completion of `{label}` does not match"),
+                            expected: Some(p.display()),
+                            actual: Some(self.redactor.redact(&line_text(&completion))),
+                        })
+                    }
+                }
+            }
+        }
+        if mismatch.is_none() {
+            if let Some(m) = matcher {
+                let n = reply.untagged.len() as u64;
+                let octets = reply.untagged.iter().map(|u| u.len() as u64 + 2).sum();
+                if let Err(mut e) = m.finish(n, octets, &mut self.vars) {
+                    e.actual = e.actual.map(|a| self.redactor.redact(&a));
+                    e.message = format!("untagged responses to `{label}`: {}", e.message);
+                    mismatch = Some(e);
+                }
+            }
+        }
+
+        let ok = imap::parse_status(&String::from_utf8_lossy(&reply.last))
+            .is_some_and(|s| s.cond == imap::Cond::Ok);
+        if ok {
+            match cmd.verb.as_str() {
+                "STARTTLS" => self.upgrade_after_stls().await?,
+                "LOGOUT" => self.imap_after_logout().await,
+                _ => {}
+            }
+        }
+        match mismatch {
+            Some(m) => {
+                self.pending_mismatch = Some(m);
+                Err(Stop::Mismatch)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// LOGIN with the run's credentials (quoted strings; the password masked everywhere).
+    pub(crate) async fn imap_login(
+        &mut self,
+        user: Option<&Template>,
+        password: Option<&Template>,
+    ) -> Result<(), Stop> {
+        let user = match user {
+            Some(t) => t.expand(&self.vars).map_err(Stop::Error)?,
+            None => self
+                .config
+                .user
+                .clone()
+                .ok_or_else(|| Stop::Error("login needs --user".into()))?,
+        };
+        let password = match password {
+            Some(t) => Secret::new(t.expand(&self.vars).map_err(Stop::Error)?),
+            None => self
+                .config
+                .password
+                .clone()
+                .ok_or_else(|| Stop::Error("login needs MAILCHECK_PASSWORD or --password-file".into()))?,
+        };
+        let (Some(u), Some(p)) = (imap::quote(&user), imap::quote(password.expose())) else {
+            return Err(Stop::Error(
+                "the user name or password contains a line break".into(),
+            ));
+        };
+        let quoted = Secret::new(p);
+        self.redactor.add(&quoted);
+        self.vars.set_text("imap_login_user", u);
+        self.vars.set("imap_login_password", Value::Secret(quoted));
+        let cmd = Template::parse("LOGIN ${imap_login_user} ${imap_login_password}").map_err(Stop::Error)?;
+        let x = Exchange {
+            command: cmd,
+            reply: Some(glob("OK*")?),
+            untagged: Vec::new(),
+            multiline: None,
+            body: None,
+        };
+        self.imap_exchange(&x).await
+    }
+
+    /// STARTTLS, then the handshake on the same socket (RFC 9051 section 6.2.1).
+    pub(crate) async fn imap_starttls(&mut self) -> Result<(), Stop> {
+        let x = Exchange {
+            command: Template::parse("STARTTLS").map_err(Stop::Error)?,
+            reply: Some(glob("OK*")?),
+            untagged: Vec::new(),
+            multiline: None,
+            body: None,
+        };
+        self.imap_exchange(&x).await
+    }
+
+    /// After LOGOUT's OK the server closes the connection (RFC 9051 section 6.1.3).
+    async fn imap_after_logout(&mut self) {
+        let Some(mut conn) = self.conn.take() else { return };
+        let wait = self.config.timeout.min(Duration::from_secs(5));
+        let (closed, extra) = conn.wait_closed(wait).await;
+        if !extra.is_empty() {
+            self.add_findings(vec![Finding::must(
+                "imap.after-logout",
+                "RFC 9051 section 6.1.3",
+                "the server sent more data after completing LOGOUT",
+            )
+            .with_bytes(&extra)]);
+        }
+        if closed {
+            self.record(Direction::Note, "the server closed the connection");
+        } else {
+            self.add_findings(vec![Finding::should(
+                "imap.logout-close",
+                "RFC 9051 section 6.1.3",
+                format!(
+                    "the server did not close the connection within {} s after LOGOUT",
+                    wait.as_secs()
+                ),
+            )]);
+        }
+    }
+}
