@@ -234,11 +234,35 @@ pub async fn execute(
     config: &RunConfig,
     output: &OutputArgs,
 ) -> Result<ExitCode, AppError> {
+    execute_runs(&[(scenarios, config)], output).await
+}
+
+/// Several runs (one per target) reported as one: one console, one
+/// summary line, one JUnit and JSON file.
+pub async fn execute_runs(
+    runs: &[(&[Scenario], &RunConfig)],
+    output: &OutputArgs,
+) -> Result<ExitCode, AppError> {
     let console = Console {
         verbose: output.verbose,
         quiet: output.quiet,
     };
-    let report = run_all(scenarios, config, |e| console.on_event(e)).await;
+    let mut report: Option<RunReport> = None;
+    for (scenarios, config) in runs {
+        let one = run_all(scenarios, config, |e| console.on_event(e)).await;
+        report = Some(match report {
+            None => one,
+            Some(mut all) => {
+                all.target = format!("{}, {}", all.target, one.target);
+                all.duration_ms += one.duration_ms;
+                all.connect_error = all.connect_error.or(one.connect_error);
+                all.scenarios.extend(one.scenarios);
+                all.totals = crate::run::Totals::of(&all.scenarios);
+                all
+            }
+        });
+    }
+    let report = report.ok_or_else(|| AppError::Runtime("nothing to run".into()))?;
     write_reports(&report, output.junit.as_deref(), output.json.as_deref())?;
     console.summary(&report.totals, report.duration_ms);
     if let Some(e) = &report.connect_error {

@@ -1,7 +1,7 @@
 //! `mailcheck serve` and `mailcheck demo`: the embedded reference server on
 //! its own, or with the bundled suite run against it.
 
-use crate::app::{bundled_scenarios, execute, AppError};
+use crate::app::{bundled_scenarios, execute_runs, AppError};
 use crate::cli::{DemoArgs, OutputArgs, ServeArgs, ServeProtocol};
 use crate::run::RunConfig;
 use crate::secret::Secret;
@@ -112,18 +112,21 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, AppError> {
     }
     let faults = parse_faults(&args.faults)?;
     let identity = identity()?;
-    let mut config = ServerConfig::new(Arc::new(Store::fixture()), identity.clone());
+    let mut config = ServerConfig::new(Arc::new(Store::fixture()), identity.clone()).with_imap();
     config.faults = faults;
     let running = server::start(config)
         .await
         .map_err(|e| AppError::Runtime(e.to_string()))?;
-    let plain = running
-        .pop3_addr
-        .ok_or_else(|| AppError::Runtime("the embedded server did not start its POP3 listener".into()))?;
-    let scenarios = bundled_scenarios("scenarios/pop3/")?;
-    if scenarios.is_empty() {
+    let (Some(plain), Some(imap)) = (running.pop3_addr, running.imap_addr) else {
         return Err(AppError::Runtime(
-            "this build has no bundled scenarios (scenarios/pop3 was empty)".into(),
+            "the embedded server did not start its listeners".into(),
+        ));
+    };
+    let scenarios = bundled_scenarios("scenarios/pop3/")?;
+    let imap_scenarios = bundled_scenarios("scenarios/imap/")?;
+    if scenarios.is_empty() || imap_scenarios.is_empty() {
+        return Err(AppError::Runtime(
+            "this build has no bundled scenarios (scenarios/pop3 or scenarios/imap was empty)".into(),
         ));
     }
     let (user, password) = FIXTURE_USERS[0];
@@ -139,7 +142,11 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, AppError> {
         timeout: Duration::from_secs(3),
         allow_destructive: true,
     };
-    println!("mailcheck demo: the embedded POP3 server listens on {plain} as user {user}");
+    let imap_run = RunConfig {
+        target: Target::parse(&format!("imap://{imap}")).map_err(|e| AppError::Runtime(e.to_string()))?,
+        ..run.clone()
+    };
+    println!("mailcheck demo: the embedded server listens on pop3://{plain} and imap://{imap}; user {user}");
     if !faults.is_empty() {
         println!("faults switched on: {faults}");
     }
@@ -149,7 +156,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, AppError> {
         verbose: args.verbose,
         quiet: false,
     };
-    let code = execute(&scenarios, &run, &output).await;
+    let code = execute_runs(&[(&scenarios, &run), (&imap_scenarios, &imap_run)], &output).await;
     running.shutdown().await;
     if faults.is_empty() {
         println!("see a failure: mailcheck demo --fault no-byte-stuffing   (list: --fault list)");
