@@ -150,7 +150,10 @@ impl Run<'_> {
     pub(crate) async fn imap_exchange(&mut self, x: &Exchange) -> Result<(), Stop> {
         let text = x.command.expand(&self.vars).map_err(Stop::Error)?;
         let masked = x.command.expand_masked(&self.vars).map_err(Stop::Error)?;
-        let tag = self.imap_conn()?.tags.next_tag();
+        let tag = match &x.tag {
+            Some(t) => t.clone(),
+            None => self.imap_conn()?.tags.next_tag(),
+        };
         let line = format!("{tag} {text}");
         let cmd = imap::Command::parse(line.as_bytes())
             .map_err(|e| Stop::Error(format!("`{masked}` is not a command: {e}")))?;
@@ -288,6 +291,7 @@ impl Run<'_> {
             command: cmd,
             reply: Some(glob("OK*")?),
             untagged: Vec::new(),
+            tag: None,
             multiline: None,
             body: None,
         };
@@ -300,6 +304,7 @@ impl Run<'_> {
             command: Template::parse("STARTTLS").map_err(Stop::Error)?,
             reply: Some(glob("OK*")?),
             untagged: Vec::new(),
+            tag: None,
             multiline: None,
             body: None,
         };

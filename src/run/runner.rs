@@ -184,6 +184,7 @@ fn internal(command: Template, reply: Option<Pattern>, multiline: Option<bool>) 
         command,
         reply,
         untagged: Vec::new(),
+        tag: None,
         multiline,
         body: None,
     }

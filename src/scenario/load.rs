@@ -79,6 +79,7 @@ struct RawStep {
     s: Option<RawReply>,
     multiline: Option<bool>,
     body: Option<RawBody>,
+    tag: Option<String>,
     login: Option<RawLogin>,
     apop: Option<Empty>,
     stls: Option<Empty>,
@@ -403,8 +404,25 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
             format!("a step takes one action, this one has {}", actions.join(", "))
         }));
     }
-    if raw.c.is_none() && (raw.s.is_some() || raw.body.is_some() || raw.multiline.is_some()) {
-        return Err(fail("`S`, `body` and `multiline` belong to a `C` step".into()));
+    if raw.c.is_none()
+        && (raw.s.is_some() || raw.body.is_some() || raw.multiline.is_some() || raw.tag.is_some())
+    {
+        return Err(fail(
+            "`S`, `body`, `multiline` and `tag` belong to a `C` step".into(),
+        ));
+    }
+    if let Some(t) = &raw.tag {
+        if ctx.protocol != Protocol::Imap {
+            return Err(fail("`tag` is for IMAP commands".into()));
+        }
+        let valid = !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"(){%*\"]+".contains(&b));
+        if !valid {
+            return Err(fail(format!(
+                "`tag: {t}` is not an IMAP tag (letters, digits, no `+` or specials)"
+            )));
+        }
     }
     if raw.foreach.is_none() && (raw.steps.is_some() || raw.limit.is_some()) {
         return Err(fail("`steps` and `limit` belong to a `foreach` step".into()));
@@ -448,6 +466,7 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
             command: template(&c)?,
             reply,
             untagged,
+            tag: raw.tag,
             multiline: raw.multiline,
             body,
         }))
@@ -631,6 +650,26 @@ mod tests {
     fn bad_pattern_is_reported() {
         let e = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    S: \"+OK {a b}\"\n").unwrap_err();
         assert!(e.message.contains("capture"), "{e}");
+    }
+
+    #[test]
+    fn imap_reply_lists_and_tags() {
+        let imap = |src: &str| load_str(Path::new("scenarios/imap/t.yaml"), src);
+        let s = imap("name: x\nrfc: y\nsteps:\n  - C: NOOP\n    tag: A1\n    S: [\"* 3 EXISTS\", \"OK*\"]\n")
+            .unwrap();
+        match &s.steps[0].kind {
+            StepKind::Exchange(x) => {
+                assert_eq!(x.untagged.len(), 1);
+                assert_eq!(x.tag.as_deref(), Some("A1"));
+                assert_eq!(x.reply.as_ref().map(|p| p.display()), Some("OK*".to_string()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(imap("name: x\nrfc: y\nsteps:\n  - C: NOOP\n    tag: \"a+b\"\n").is_err());
+        let e = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    S: [\"+OK\", \"+OK\"]\n").unwrap_err();
+        assert!(e.message.contains("IMAP"), "{e}");
+        let e = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    tag: A1\n").unwrap_err();
+        assert!(e.message.contains("IMAP"), "{e}");
     }
 
     #[test]

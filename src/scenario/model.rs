@@ -127,6 +127,8 @@ pub struct Exchange {
     pub reply: Option<Pattern>,
     /// IMAP: untagged responses that must appear before the completion, in any order.
     pub untagged: Vec<Pattern>,
+    /// IMAP: send this tag instead of a generated one (checks that it is echoed exactly).
+    pub tag: Option<String>,
     /// Force (or forbid) reading a multi-line body; by default the protocol decides.
     pub multiline: Option<bool>,
     pub body: Option<BodyExpect>,
