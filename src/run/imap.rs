@@ -62,13 +62,30 @@ impl Run<'_> {
     async fn imap_read(
         &mut self,
         tag: Option<&str>,
-        mut matcher: Option<&mut BodyMatcher<'_>>,
+        matcher: Option<&mut BodyMatcher<'_>>,
     ) -> Result<Reply, Stop> {
+        let want: Vec<String> = tag.map(str::to_string).into_iter().collect();
+        let (untagged, mut done) = self.imap_read_tags(&want, matcher).await?;
+        Ok(Reply {
+            untagged,
+            last: done.pop().unwrap_or_default(),
+        })
+    }
+
+    /// Read until every tag in `want` has its completion (several when
+    /// pipelining), or without tags the first response (the greeting).
+    /// Completions come back in the order of `want`.
+    async fn imap_read_tags(
+        &mut self,
+        want: &[String],
+        mut matcher: Option<&mut BodyMatcher<'_>>,
+    ) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), Stop> {
         let mut untagged = Vec::new();
         let mut shown = 0usize;
         let mut found = Vec::new();
         let mut records: Vec<(Direction, String)> = Vec::new();
-        let result: Result<Vec<u8>, Stop> = async {
+        let mut done: Vec<Option<Vec<u8>>> = vec![None; want.len().max(1)];
+        let result: Result<(), Stop> = async {
             loop {
                 let Run { conn, imap, .. } = &mut *self;
                 let conn = conn
@@ -79,20 +96,19 @@ impl Run<'_> {
                     .ok_or_else(|| Stop::Error("no IMAP session".into()))?;
                 let line = conn.read_line(READ_CAP).await?;
                 let mut input = line.bytes;
-                let mut done = None;
                 loop {
                     let (used, ev) = imap.reader.feed(input, &mut found);
                     let Some(ev) = ev else { break };
                     if let ReadEvent::Response { frame, response } = ev {
                         let first = frame.first_line().to_vec();
-                        let is_ours = match (&response, tag) {
-                            (Response::Tagged { tag: t, .. }, Some(want)) => *t == want.as_bytes(),
-                            (_, None) => true,
-                            _ => false,
+                        let slot = match &response {
+                            _ if want.is_empty() => Some(0),
+                            Response::Tagged { tag: t, .. } => want.iter().position(|w| w.as_bytes() == *t),
+                            _ => None,
                         };
-                        if is_ours {
+                        if let Some(i) = slot.filter(|i| done[*i].is_none()) {
                             records.push((Direction::Server, line_text(&first)));
-                            done = Some(first);
+                            done[i] = Some(first);
                         } else {
                             if shown < UNTAGGED_SHOWN {
                                 records.push((Direction::Server, line_text(&first)));
@@ -108,8 +124,8 @@ impl Run<'_> {
                     }
                     input = &input[used..];
                 }
-                if let Some(d) = done {
-                    return Ok(d);
+                if done.iter().all(Option::is_some) {
+                    return Ok(());
                 }
             }
         }
@@ -124,10 +140,8 @@ impl Run<'_> {
             );
         }
         self.add_findings(found);
-        Ok(Reply {
-            untagged,
-            last: result?,
-        })
+        result?;
+        Ok((untagged, done.into_iter().flatten().collect()))
     }
 
     /// The greeting: `* OK` or `* PREAUTH` lets the session go on.
@@ -245,6 +259,106 @@ impl Run<'_> {
                 "LOGOUT" => self.imap_after_logout().await,
                 _ => {}
             }
+        }
+        match mismatch {
+            Some(m) => {
+                self.pending_mismatch = Some(m);
+                Err(Stop::Mismatch)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Send several commands in one write and match each completion by tag
+    /// (RFC 9051 section 5.5); untagged patterns match any untagged response.
+    pub(crate) async fn imap_pipeline(&mut self, xs: &[Exchange]) -> Result<(), Stop> {
+        let mut tags = Vec::new();
+        let mut labels = Vec::new();
+        let mut wire = String::new();
+        let mut verbs = Vec::new();
+        for x in xs {
+            let text = x.command.expand(&self.vars).map_err(Stop::Error)?;
+            let masked = x.command.expand_masked(&self.vars).map_err(Stop::Error)?;
+            let tag = match &x.tag {
+                Some(t) => t.clone(),
+                None => self.imap_conn()?.tags.next_tag(),
+            };
+            let line = format!("{tag} {text}");
+            let cmd = imap::Command::parse(line.as_bytes())
+                .map_err(|e| Stop::Error(format!("`{masked}` is not a command: {e}")))?;
+            if cmd.sync_literals() > 0 || matches!(cmd.verb.as_str(), "STARTTLS" | "AUTHENTICATE" | "IDLE") {
+                return Err(Stop::Error(format!("`{}` cannot be pipelined", cmd.verb)));
+            }
+            let shown = self.redactor.redact(&format!("{tag} {masked}"));
+            self.record(Direction::Client, &shown);
+            let mut found = Vec::new();
+            self.imap_conn()?.reader.command(&cmd, &mut found);
+            self.add_findings(found);
+            labels.push(self.redactor.redact(&cmd.label()));
+            verbs.push(cmd.verb.clone());
+            wire.push_str(&line);
+            wire.push_str("\r\n");
+            tags.push(tag);
+        }
+        let step_id = self.step_id.clone();
+        {
+            let conn = self.conn()?;
+            conn.send(wire.as_bytes()).await?;
+            conn.waiting_for(format!(
+                "the completions of {} pipelined commands (step {step_id})",
+                tags.len()
+            ));
+        }
+        let (untagged, completions) = self.imap_read_tags(&tags, None).await?;
+        let mut mismatch = None;
+        for (i, x) in xs.iter().enumerate() {
+            let completion = completions[i]
+                .strip_prefix(format!("{} ", tags[i]).as_bytes())
+                .unwrap_or(&completions[i]);
+            for p in &x.untagged {
+                let m = p.compile(&self.vars).map_err(Stop::Error)?;
+                if mismatch.is_none() && !untagged.iter().any(|u| m.is_match(u)) {
+                    mismatch = Some(Mismatch {
+                        message: format!("no untagged response in the pipeline matches `{}`", p.display()),
+                        expected: Some(p.display()),
+                        actual: Some(
+                            self.redactor.redact(
+                                &untagged
+                                    .iter()
+                                    .take(40)
+                                    .map(|u| line_text(u))
+                                    .collect::<Vec<_>>()
+                                    .join("\n"),
+                            ),
+                        ),
+                    });
+                }
+            }
+            if let Some(p) = &x.reply {
+                let m = p.compile(&self.vars).map_err(Stop::Error)?;
+                match m.matches(completion) {
+                    Some(caps) => {
+                        for (k, v) in caps {
+                            self.vars.set_text(&k, v);
+                        }
+                    }
+                    None if mismatch.is_none() => {
+                        mismatch = Some(Mismatch {
+                            message: format!("completion of pipelined `{}` does not match", labels[i]),
+                            expected: Some(p.display()),
+                            actual: Some(self.redactor.redact(&line_text(completion))),
+                        })
+                    }
+                    None => {}
+                }
+            }
+        }
+        let logout_ok = verbs.iter().zip(&completions).any(|(v, c)| {
+            v == "LOGOUT"
+                && imap::parse_status(&String::from_utf8_lossy(c)).is_some_and(|s| s.cond == imap::Cond::Ok)
+        });
+        if logout_ok {
+            self.imap_after_logout().await;
         }
         match mismatch {
             Some(m) => {

@@ -461,6 +461,10 @@ impl<'a> Run<'a> {
             StepKind::Exchange(x) => self.exchange(x).await,
             StepKind::Login { user, password } => self.login(user.as_ref(), password.as_ref()).await,
             StepKind::Apop => self.apop().await,
+            StepKind::Pipeline(xs) => match self.imap.is_some() {
+                true => self.imap_pipeline(xs).await,
+                false => Err(Stop::Error("`pipeline` needs an IMAP target".into())),
+            },
             StepKind::StartTls => self.starttls().await,
             StepKind::Drop => self.drop_conn().await,
             StepKind::Reconnect => {
@@ -518,6 +522,7 @@ impl<'a> Run<'a> {
             StepKind::StartTls => "STLS".into(),
             StepKind::Drop => "drop the connection without QUIT".into(),
             StepKind::Reconnect => "reconnect".into(),
+            StepKind::Pipeline(xs) => format!("pipeline of {} commands", xs.len()),
             StepKind::ForEach { rows, .. } => format!("foreach {rows}"),
         };
         self.redactor.redact(&text)

@@ -86,6 +86,7 @@ struct RawStep {
     drop: Option<Empty>,
     reconnect: Option<Empty>,
     foreach: Option<String>,
+    pipeline: Option<Vec<Spanned<RawStep>>>,
     limit: Option<usize>,
     steps: Option<Vec<Spanned<RawStep>>>,
     severity: Option<String>,
@@ -392,6 +393,7 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         ("drop", raw.drop.is_some()),
         ("reconnect", raw.reconnect.is_some()),
         ("foreach", raw.foreach.is_some()),
+        ("pipeline", raw.pipeline.is_some()),
     ]
     .iter()
     .filter(|(_, present)| *present)
@@ -399,7 +401,7 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
     .collect();
     if actions.len() != 1 {
         return Err(fail(if actions.is_empty() {
-            "a step needs one action: C, login, apop, stls, drop, reconnect or foreach".into()
+            "a step needs one action: C, login, apop, stls, drop, reconnect, foreach or pipeline".into()
         } else {
             format!("a step takes one action, this one has {}", actions.join(", "))
         }));
@@ -483,6 +485,27 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         StepKind::Drop
     } else if raw.reconnect.is_some() {
         StepKind::Reconnect
+    } else if let Some(list) = raw.pipeline {
+        if ctx.protocol != Protocol::Imap {
+            return Err(fail("`pipeline` is for IMAP scenarios".into()));
+        }
+        if list.len() < 2 {
+            return Err(fail("`pipeline` needs at least two `C` steps".into()));
+        }
+        let mut exchanges = Vec::new();
+        for inner in convert_steps(ctx, list)? {
+            match inner.kind {
+                StepKind::Exchange(x) if x.body.is_none() => exchanges.push(*x),
+                _ => {
+                    return Err(ctx.err(
+                        inner.pos.line,
+                        inner.pos.column,
+                        "a `pipeline` holds `C` steps with `S` (and `tag`), no `body`",
+                    ))
+                }
+            }
+        }
+        StepKind::Pipeline(exchanges)
     } else {
         let rows = raw.foreach.unwrap_or_default();
         let steps = raw.steps.ok_or_else(|| fail("`foreach` needs `steps`".into()))?;
@@ -554,6 +577,12 @@ fn flatten(steps: &[Step], out: &mut Vec<(Position, String)>) {
                 out.push((s.pos, verb.to_ascii_uppercase()));
             }
             StepKind::Reconnect => out.push((s.pos, "RECONNECT".into())),
+            StepKind::Pipeline(xs) => {
+                for x in xs {
+                    let verb = x.command.source.split_whitespace().next().unwrap_or("");
+                    out.push((s.pos, verb.to_ascii_uppercase()));
+                }
+            }
             StepKind::Drop => out.push((s.pos, "DROP".into())),
             StepKind::ForEach { steps, .. } => flatten(steps, out),
             _ => {}
@@ -669,6 +698,23 @@ mod tests {
         let e = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    S: [\"+OK\", \"+OK\"]\n").unwrap_err();
         assert!(e.message.contains("IMAP"), "{e}");
         let e = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    tag: A1\n").unwrap_err();
+        assert!(e.message.contains("IMAP"), "{e}");
+    }
+
+    #[test]
+    fn pipelines_hold_plain_imap_commands() {
+        let imap = |src: &str| load_str(Path::new("scenarios/imap/t.yaml"), src);
+        let ok = imap(
+            "name: x\nrfc: y\nsteps:\n  - pipeline:\n      - C: NOOP\n        S: \"OK*\"\n      - C: NOOP\n",
+        )
+        .unwrap();
+        assert!(matches!(&ok.steps[0].kind, StepKind::Pipeline(xs) if xs.len() == 2));
+        let e = imap("name: x\nrfc: y\nsteps:\n  - pipeline:\n      - C: NOOP\n      - C: LIST \"\" \"*\"\n        body: {min: 1}\n")
+            .unwrap_err();
+        assert!(e.message.contains("no `body`"), "{e}");
+        assert_eq!(e.line, 6, "{e}");
+        let e =
+            load("name: x\nrfc: y\nsteps:\n  - pipeline:\n      - C: NOOP\n      - C: NOOP\n").unwrap_err();
         assert!(e.message.contains("IMAP"), "{e}");
     }
 

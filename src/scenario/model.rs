@@ -112,6 +112,9 @@ pub enum StepKind {
     Drop,
     /// Open a new session: connect, greeting, and the run's `--starttls` if set.
     Reconnect,
+    /// IMAP: send all these commands in one write, then read every completion
+    /// (matched by tag, in whatever order they come).
+    Pipeline(Vec<Exchange>),
     /// Run `steps` once per row captured earlier with `body: {rows: NAME}`.
     ForEach {
         rows: String,
