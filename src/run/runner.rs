@@ -92,7 +92,23 @@ pub(crate) struct Run<'a> {
     pub(crate) pending_mismatch: Option<Mismatch>,
     /// The IMAP connection state, for IMAP targets.
     pub(crate) imap: Option<super::imap::ImapConn>,
+    /// The named connection the fields above belong to (`main` by default).
+    current: String,
+    /// Other named connections of the scenario, set aside while one runs.
+    parked: Vec<Parked>,
 }
+
+/// A connection that is not the current one.
+struct Parked {
+    name: String,
+    number: u32,
+    conn: Option<Conn>,
+    imap: Option<super::imap::ImapConn>,
+    session: pop3::Session,
+}
+
+/// The connection steps run on unless they name another.
+const MAIN_SESSION: &str = "main";
 
 /// Skip reason for a scenario this run cannot or must not execute.
 pub fn skip_reason(scenario: &Scenario, config: &RunConfig, info: &ServerInfo) -> Option<String> {
@@ -297,6 +313,8 @@ impl<'a> Run<'a> {
             step_id: "connect".into(),
             pending_mismatch: None,
             imap: None,
+            current: MAIN_SESSION.to_string(),
+            parked: Vec::new(),
         }
     }
 
@@ -336,7 +354,12 @@ impl<'a> Run<'a> {
     async fn open_session(&mut self) -> Result<(), Stop> {
         self.session_no += 1;
         let target = &self.config.target;
-        self.record(Direction::Note, &format!("connect {target}"));
+        let which = if self.current == MAIN_SESSION {
+            String::new()
+        } else {
+            format!(" (session `{}`)", self.current)
+        };
+        self.record(Direction::Note, &format!("connect {target}{which}"));
         let conn = Conn::connect(target, &self.config.tls, self.config.timeout).await;
         let mut conn = match conn {
             Ok(c) => c,
@@ -454,24 +477,64 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// Make `name` the current connection, opening it on first use.
+    async fn switch_to(&mut self, name: &str) -> Result<(), Stop> {
+        if name == self.current {
+            return Ok(());
+        }
+        let old = Parked {
+            name: std::mem::replace(&mut self.current, name.to_string()),
+            number: self.session_no,
+            conn: self.conn.take(),
+            imap: self.imap.take(),
+            session: std::mem::replace(&mut self.session, pop3::Session::new(false)),
+        };
+        let found = self.parked.iter().position(|p| p.name == name);
+        self.parked.push(old);
+        match found {
+            Some(i) => {
+                let p = self.parked.remove(i);
+                self.session_no = p.number;
+                self.conn = p.conn;
+                self.imap = p.imap;
+                self.session = p.session;
+                Ok(())
+            }
+            None => {
+                self.session_no = self.parked.iter().map(|p| p.number).max().unwrap_or(0);
+                self.open_session().await
+            }
+        }
+    }
+
     async fn step(&mut self, step: &Step, id: &str) -> Result<(), Stop> {
         self.step_id = id.to_string();
         let started = Instant::now();
-        let result = match &step.kind {
-            StepKind::Exchange(x) => self.exchange(x).await,
-            StepKind::Login { user, password } => self.login(user.as_ref(), password.as_ref()).await,
-            StepKind::Apop => self.apop().await,
-            StepKind::Pipeline(xs) => match self.imap.is_some() {
-                true => self.imap_pipeline(xs).await,
-                false => Err(Stop::Error("`pipeline` needs an IMAP target".into())),
+        let session = step.session.as_deref().unwrap_or(MAIN_SESSION);
+        let switched = match &step.kind {
+            StepKind::ForEach { .. } => Ok(()),
+            _ => self.switch_to(session).await,
+        };
+        let result = match (&step.kind, switched) {
+            (_, Err(e)) => Err(e),
+            (kind, Ok(())) => match kind {
+                StepKind::Exchange(x) => self.exchange(x).await,
+                StepKind::Login { user, password } => self.login(user.as_ref(), password.as_ref()).await,
+                StepKind::Apop => self.apop().await,
+                StepKind::Pipeline(xs) => match self.imap.is_some() {
+                    true => self.imap_pipeline(xs).await,
+                    false => Err(Stop::Error("`pipeline` needs an IMAP target".into())),
+                },
+                StepKind::StartTls => self.starttls().await,
+                StepKind::Drop => self.drop_conn().await,
+                StepKind::Reconnect => {
+                    self.drop_conn().await?;
+                    self.open_session().await
+                }
+                StepKind::ForEach { rows, limit, steps } => {
+                    return self.foreach(rows, *limit, steps, id).await
+                }
             },
-            StepKind::StartTls => self.starttls().await,
-            StepKind::Drop => self.drop_conn().await,
-            StepKind::Reconnect => {
-                self.drop_conn().await?;
-                self.open_session().await
-            }
-            StepKind::ForEach { rows, limit, steps } => return self.foreach(rows, *limit, steps, id).await,
         };
         let label = self.label(step);
         let (status, mismatch) = match &result {
@@ -519,7 +582,7 @@ impl<'a> Run<'a> {
             }
             StepKind::Login { .. } => "login (USER/PASS)".into(),
             StepKind::Apop => "login (APOP)".into(),
-            StepKind::StartTls => "STLS".into(),
+            StepKind::StartTls => "STLS / STARTTLS".into(),
             StepKind::Drop => "drop the connection without QUIT".into(),
             StepKind::Reconnect => "reconnect".into(),
             StepKind::Pipeline(xs) => format!("pipeline of {} commands", xs.len()),
@@ -611,6 +674,15 @@ impl<'a> Run<'a> {
     async fn close(&mut self) {
         if self.conn.is_some() {
             let _ = self.drop_conn().await;
+        }
+        while let Some(p) = self.parked.pop() {
+            self.session_no = p.number;
+            self.conn = p.conn;
+            self.imap = p.imap;
+            self.session = p.session;
+            if self.conn.is_some() {
+                let _ = self.drop_conn().await;
+            }
         }
     }
 

@@ -91,6 +91,7 @@ struct RawStep {
     steps: Option<Vec<Spanned<RawStep>>>,
     severity: Option<String>,
     note: Option<String>,
+    session: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -518,11 +519,24 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
             steps: convert_steps(ctx, steps)?,
         }
     };
+    if let Some(name) = &raw.session {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(fail(format!("`session: {name}`: use a short name like `other`")));
+        }
+        if matches!(kind, StepKind::ForEach { .. }) {
+            return Err(fail("`session` goes on the steps inside `foreach`".into()));
+        }
+    }
     Ok(Step {
         pos,
         kind,
         severity,
         note: raw.note,
+        session: raw.session,
     })
 }
 
@@ -716,6 +730,13 @@ mod tests {
         let e =
             load("name: x\nrfc: y\nsteps:\n  - pipeline:\n      - C: NOOP\n      - C: NOOP\n").unwrap_err();
         assert!(e.message.contains("IMAP"), "{e}");
+    }
+
+    #[test]
+    fn steps_can_name_their_session() {
+        let s = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n  - session: other\n    C: STAT\n").unwrap();
+        assert_eq!(s.steps[1].session.as_deref(), Some("other"));
+        assert!(load("name: x\nrfc: y\nsteps:\n  - session: \"a b\"\n    C: STAT\n").is_err());
     }
 
     #[test]

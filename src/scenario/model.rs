@@ -93,6 +93,9 @@ pub struct Step {
     /// `Must` unless the step says `severity: should` (then a mismatch only warns).
     pub severity: Severity,
     pub note: Option<String>,
+    /// The connection this step runs on: `main` unless named; a new name opens
+    /// a second connection (two sessions on one mailbox).
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Clone)]
