@@ -273,7 +273,11 @@ fn imap_suite_passes_on_plain_starttls_and_imaps() {
     let plain = format!("imap://localhost:{}", env["MAILCHECK_DOVECOT_IMAP_PORT"]);
     let tls = format!("imaps://localhost:{}", env["MAILCHECK_DOVECOT_IMAPS_PORT"]);
     for (target, extra) in [
-        (plain.clone(), vec!["--cacert", cacert.as_str()]),
+        // The destructive scenarios work in mailboxes they create themselves.
+        (
+            plain.clone(),
+            vec!["--cacert", cacert.as_str(), "--allow-destructive"],
+        ),
         (plain.clone(), vec!["--starttls", "--cacert", cacert.as_str()]),
         (tls, vec!["--cacert", cacert.as_str()]),
     ] {

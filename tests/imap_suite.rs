@@ -1,6 +1,6 @@
 //! The bundled IMAP scenarios against the embedded IMAP server: the correct
-//! server passes with no MUST finding, and each IMAP fault switch that a
-//! bundled scenario covers makes it fail.
+//! server passes with no MUST finding, and every IMAP fault switch makes the
+//! matching bundled scenario fail.
 
 use mailcheck::app::load_scenarios;
 use mailcheck::finding::Severity;
@@ -101,4 +101,5 @@ imap_fault_tests! {
     ok_before_login: Fault::ImapOkBeforeLogin => "commands-refused-before-login";
     bad_as_no: Fault::ImapBadAsNo => "unknown-command-is-bad";
     no_bye_on_logout: Fault::ImapNoByeOnLogout => "logout-says-bye";
+    expunge_silent: Fault::ImapExpungeSilent => "append-then-expunge-is-announced";
 }

@@ -46,6 +46,21 @@ struct Reply {
     last: Vec<u8>,
 }
 
+/// Line ends as the wire wants them: CRLF (YAML block text has bare LF).
+fn crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.split_inclusive('\n') {
+        match line.strip_suffix('\n') {
+            Some(body) => {
+                out.push_str(body.strip_suffix('\r').unwrap_or(body));
+                out.push_str("\r\n");
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
 fn glob(text: &str) -> Result<Pattern, Stop> {
     Pattern::glob(text).map_err(Stop::Error)
 }
@@ -65,7 +80,7 @@ impl Run<'_> {
         matcher: Option<&mut BodyMatcher<'_>>,
     ) -> Result<Reply, Stop> {
         let want: Vec<String> = tag.map(str::to_string).into_iter().collect();
-        let (untagged, mut done) = self.imap_read_tags(&want, matcher).await?;
+        let (untagged, mut done) = self.imap_read_tags(&want, matcher, false).await?;
         Ok(Reply {
             untagged,
             last: done.pop().unwrap_or_default(),
@@ -79,6 +94,7 @@ impl Run<'_> {
         &mut self,
         want: &[String],
         mut matcher: Option<&mut BodyMatcher<'_>>,
+        continue_ends: bool,
     ) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), Stop> {
         let mut untagged = Vec::new();
         let mut shown = 0usize;
@@ -103,6 +119,8 @@ impl Run<'_> {
                         let first = frame.first_line().to_vec();
                         let slot = match &response {
                             _ if want.is_empty() => Some(0),
+                            // A continuation request answers our synchronizing literal.
+                            Response::Continue { .. } if continue_ends => Some(0),
                             Response::Tagged { tag: t, .. } => want.iter().position(|w| w.as_bytes() == *t),
                             _ => None,
                         };
@@ -168,12 +186,24 @@ impl Run<'_> {
             Some(t) => t.clone(),
             None => self.imap_conn()?.tags.next_tag(),
         };
+        // `literal:` data goes after the line as a synchronizing literal, with CRLF line ends.
+        let literal = match &x.literal {
+            Some(t) => Some(crlf(&t.expand(&self.vars).map_err(Stop::Error)?)),
+            None => None,
+        };
+        let (text, masked) = match &literal {
+            Some(data) => (
+                format!("{text} {{{}}}", data.len()),
+                format!("{masked} {{{}}}", data.len()),
+            ),
+            None => (text, masked),
+        };
         let line = format!("{tag} {text}");
         let cmd = imap::Command::parse(line.as_bytes())
             .map_err(|e| Stop::Error(format!("`{masked}` is not a command: {e}")))?;
-        if cmd.sync_literals() > 0 {
+        if cmd.sync_literals() > usize::from(literal.is_some()) {
             return Err(Stop::Error(
-                "synchronizing literals {n} in C: lines are not supported yet; use {n+} where the server has LITERAL+"
+                "write synchronizing literals with `literal:` (the runner adds {n} and waits for +); {n+} works inline"
                     .into(),
             ));
         }
@@ -193,7 +223,29 @@ impl Run<'_> {
             Some(b) => Some(BodyMatcher::new(b, &self.vars).map_err(Stop::Error)?),
             None => None,
         };
-        let reply = self.imap_read(Some(&tag), matcher.as_mut()).await?;
+        let mut refused = None;
+        if let Some(data) = &literal {
+            let (_, got) = self
+                .imap_read_tags(std::slice::from_ref(&tag), None, true)
+                .await?;
+            let first = got.into_iter().next().unwrap_or_default();
+            if first.starts_with(b"+") {
+                self.record(Direction::Client, &format!("<literal: {} octets>", data.len()));
+                let mut bytes = data.clone().into_bytes();
+                bytes.extend_from_slice(b"\r\n");
+                self.conn()?.send(&bytes).await?;
+            } else {
+                // The server refused the literal: its completion is the reply.
+                refused = Some(first);
+            }
+        }
+        let reply = match refused {
+            Some(last) => Reply {
+                untagged: Vec::new(),
+                last,
+            },
+            None => self.imap_read(Some(&tag), matcher.as_mut()).await?,
+        };
         let completion = reply
             .last
             .strip_prefix(format!("{tag} ").as_bytes())
@@ -309,7 +361,7 @@ impl Run<'_> {
                 tags.len()
             ));
         }
-        let (untagged, completions) = self.imap_read_tags(&tags, None).await?;
+        let (untagged, completions) = self.imap_read_tags(&tags, None, false).await?;
         let mut mismatch = None;
         for (i, x) in xs.iter().enumerate() {
             let completion = completions[i]
@@ -406,6 +458,7 @@ impl Run<'_> {
             reply: Some(glob("OK*")?),
             untagged: Vec::new(),
             tag: None,
+            literal: None,
             multiline: None,
             body: None,
         };
@@ -419,6 +472,7 @@ impl Run<'_> {
             reply: Some(glob("OK*")?),
             untagged: Vec::new(),
             tag: None,
+            literal: None,
             multiline: None,
             body: None,
         };

@@ -201,6 +201,7 @@ fn internal(command: Template, reply: Option<Pattern>, multiline: Option<bool>) 
         reply,
         untagged: Vec::new(),
         tag: None,
+        literal: None,
         multiline,
         body: None,
     }

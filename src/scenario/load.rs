@@ -80,6 +80,7 @@ struct RawStep {
     multiline: Option<bool>,
     body: Option<RawBody>,
     tag: Option<String>,
+    literal: Option<String>,
     login: Option<RawLogin>,
     apop: Option<Empty>,
     stls: Option<Empty>,
@@ -414,6 +415,9 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
             "`S`, `body`, `multiline` and `tag` belong to a `C` step".into(),
         ));
     }
+    if raw.literal.is_some() && (raw.c.is_none() || ctx.protocol != Protocol::Imap) {
+        return Err(fail("`literal` belongs to an IMAP `C` step".into()));
+    }
     if let Some(t) = &raw.tag {
         if ctx.protocol != Protocol::Imap {
             return Err(fail("`tag` is for IMAP commands".into()));
@@ -470,6 +474,7 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
             reply,
             untagged,
             tag: raw.tag,
+            literal: raw.literal.as_deref().map(template).transpose()?,
             multiline: raw.multiline,
             body,
         }))
@@ -496,12 +501,12 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         let mut exchanges = Vec::new();
         for inner in convert_steps(ctx, list)? {
             match inner.kind {
-                StepKind::Exchange(x) if x.body.is_none() => exchanges.push(*x),
+                StepKind::Exchange(x) if x.body.is_none() && x.literal.is_none() => exchanges.push(*x),
                 _ => {
                     return Err(ctx.err(
                         inner.pos.line,
                         inner.pos.column,
-                        "a `pipeline` holds `C` steps with `S` (and `tag`), no `body`",
+                        "a `pipeline` holds `C` steps with `S` (and `tag`), no `body` or `literal`",
                     ))
                 }
             }
@@ -737,6 +742,13 @@ mod tests {
         let s = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n  - session: other\n    C: STAT\n").unwrap();
         assert_eq!(s.steps[1].session.as_deref(), Some("other"));
         assert!(load("name: x\nrfc: y\nsteps:\n  - session: \"a b\"\n    C: STAT\n").is_err());
+    }
+
+    #[test]
+    fn literals_belong_to_imap_commands() {
+        let imap = |src: &str| load_str(Path::new("scenarios/imap/t.yaml"), src);
+        assert!(imap("name: x\nrfc: y\nsteps:\n  - C: APPEND INBOX\n    literal: \"hi\"\n").is_ok());
+        assert!(load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    literal: \"hi\"\n").is_err());
     }
 
     #[test]

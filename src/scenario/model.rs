@@ -135,6 +135,9 @@ pub struct Exchange {
     pub untagged: Vec<Pattern>,
     /// IMAP: send this tag instead of a generated one (checks that it is echoed exactly).
     pub tag: Option<String>,
+    /// IMAP: data sent as a synchronizing literal after the line (the runner
+    /// appends `{n}` and waits for the `+` continuation).
+    pub literal: Option<Template>,
     /// Force (or forbid) reading a multi-line body; by default the protocol decides.
     pub multiline: Option<bool>,
     pub body: Option<BodyExpect>,
