@@ -139,7 +139,12 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig, info: &ServerInfo) -
                 Requirement::Capability(c) => match &info.capabilities {
                     None => Some(format!("needs {c}, and the server does not answer CAPA")),
                     Some(caps) if !caps.iter().any(|x| x == c) => {
-                        Some(format!("the server does not advertise {c} in CAPA"))
+                        let list = if config.target.protocol == Protocol::Imap {
+                            "CAPABILITY"
+                        } else {
+                            "CAPA"
+                        };
+                        Some(format!("the server does not advertise {c} in {list}"))
                     }
                     Some(_) => None,
                 },
@@ -172,12 +177,27 @@ pub async fn discover(config: &RunConfig) -> Result<ServerInfo, WireError> {
     };
     if let Some(imap) = &run.imap {
         info.capabilities = Some(imap.capabilities());
+        let mut all: Vec<String> = Vec::new();
+        let learn = |run: &Run<'_>, all: &mut Vec<String>| {
+            for c in run.imap.as_ref().map(|i| i.capabilities()).unwrap_or_default() {
+                if !all.contains(&c) {
+                    all.push(c);
+                }
+            }
+        };
         let caps = internal(fixed("CAPABILITY"), None, None);
         if run.exchange(&caps).await.is_ok() {
-            if let Some(imap) = &run.imap {
-                info.capabilities = Some(imap.capabilities());
+            learn(&run, &mut all);
+        }
+        // IMAP servers announce more after login (UNSELECT, MOVE, ...): scenarios
+        // that log in may require those, so learn them too when we can log in.
+        if config.user.is_some() && config.password.is_some() && run.login(None, None).await.is_ok() {
+            learn(&run, &mut all);
+            if run.exchange(&caps).await.is_ok() {
+                learn(&run, &mut all);
             }
         }
+        info.capabilities = Some(all);
         let _ = run.exchange(&internal(fixed("LOGOUT"), None, None)).await;
         return Ok(info);
     }
