@@ -174,3 +174,57 @@ fn bundled_scenarios_lint_clean() {
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("are valid"));
 }
+
+#[test]
+fn bytes_sent_after_the_stls_reply_are_reported_before_the_handshake() {
+    // A server that answers STLS with +OK and, in the same write, a line that
+    // would be read as if it came through TLS (the STARTTLS injection class).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().unwrap();
+                let _ = w.write_all(b"+OK ready\r\n");
+                let mut r = BufReader::new(stream);
+                let mut line = String::new();
+                while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let reply: &[u8] = match line.trim_end() {
+                        "STLS" => b"+OK begin TLS\r\n+OK injected\r\n",
+                        "CAPA" => b"+OK\r\nSTLS\r\n.\r\n",
+                        _ => b"+OK\r\n",
+                    };
+                    let _ = w.write_all(reply);
+                    line.clear();
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(
+        dir.path(),
+        "s.yaml",
+        "name: stls\nrfc: RFC 2595 section 4\nsteps:\n  - stls: {}\n",
+    );
+    let json = dir.path().join("r.json");
+    let target = format!("pop3://127.0.0.1:{port}");
+    let out = mailcheck_env(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--target",
+            &target,
+            "--timeout",
+            "1",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 1, "{}", out.all());
+    let report = std::fs::read_to_string(json).unwrap();
+    assert!(report.contains("pop3.stls-early-data"), "{report}");
+    assert!(report.contains("+OK injected"), "{report}");
+}

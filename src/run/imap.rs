@@ -4,14 +4,13 @@
 
 use super::body::BodyMatcher;
 use super::outcome::{Direction, Mismatch};
-use super::runner::{Run, Stop};
-use crate::finding::{line_text, Finding};
+use super::runner::{Goodbye, Run, Stop};
+use crate::finding::line_text;
 use crate::proto::imap::{self, ReadEvent, Response};
 use crate::scenario::pattern::Pattern;
 use crate::scenario::template::{Template, Value};
 use crate::scenario::Exchange;
 use crate::secret::Secret;
-use std::time::Duration;
 
 /// Longest piece read from the socket at once.
 const READ_CAP: usize = 64 * 1024;
@@ -252,45 +251,7 @@ impl Run<'_> {
             .unwrap_or(&reply.last)
             .to_vec();
 
-        let mut mismatch = None;
-        for p in &x.untagged {
-            let m = p.compile(&self.vars).map_err(Stop::Error)?;
-            match reply.untagged.iter().find_map(|u| m.matches(u)) {
-                Some(caps) => {
-                    for (k, v) in caps {
-                        self.vars.set_text(&k, v);
-                    }
-                }
-                None => {
-                    let got: Vec<String> = reply.untagged.iter().take(40).map(|u| line_text(u)).collect();
-                    mismatch = Some(Mismatch {
-                        message: format!("no untagged response to `{label}` matches `{}`", p.display()),
-                        expected: Some(p.display()),
-                        actual: Some(self.redactor.redact(&got.join("\n"))),
-                    });
-                    break;
-                }
-            }
-        }
-        if mismatch.is_none() {
-            if let Some(p) = &x.reply {
-                let m = p.compile(&self.vars).map_err(Stop::Error)?;
-                match m.matches(&completion) {
-                    Some(caps) => {
-                        for (k, v) in caps {
-                            self.vars.set_text(&k, v);
-                        }
-                    }
-                    None => {
-                        mismatch = Some(Mismatch {
-                            message: format!("completion of `{label}` does not match"),
-                            expected: Some(p.display()),
-                            actual: Some(self.redactor.redact(&line_text(&completion))),
-                        })
-                    }
-                }
-            }
-        }
+        let mut mismatch = self.match_completion(x, &reply.untagged, &completion, &label)?;
         if mismatch.is_none() {
             if let Some(m) = matcher {
                 let n = reply.untagged.len() as u64;
@@ -319,6 +280,38 @@ impl Run<'_> {
             }
             None => Ok(()),
         }
+    }
+
+    /// Match one command's `S:`: each untagged pattern against any untagged
+    /// response (in any order), then the completion without its tag.
+    fn match_completion(
+        &mut self,
+        x: &Exchange,
+        untagged: &[Vec<u8>],
+        completion: &[u8],
+        label: &str,
+    ) -> Result<Option<Mismatch>, Stop> {
+        let lines: Vec<&[u8]> = untagged.iter().map(Vec::as_slice).collect();
+        for p in &x.untagged {
+            if !self.capture(p, &lines)? {
+                let got: Vec<String> = lines.iter().take(40).map(|u| line_text(u)).collect();
+                return Ok(Some(Mismatch {
+                    message: format!("no untagged response to `{label}` matches `{}`", p.display()),
+                    expected: Some(p.display()),
+                    actual: Some(self.redactor.redact(&got.join("\n"))),
+                }));
+            }
+        }
+        if let Some(p) = &x.reply {
+            if !self.capture(p, &[completion])? {
+                return Ok(Some(Mismatch {
+                    message: format!("completion of `{label}` does not match"),
+                    expected: Some(p.display()),
+                    actual: Some(self.redactor.redact(&line_text(completion))),
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// Send several commands in one write and match each completion by tag
@@ -367,43 +360,8 @@ impl Run<'_> {
             let completion = completions[i]
                 .strip_prefix(format!("{} ", tags[i]).as_bytes())
                 .unwrap_or(&completions[i]);
-            for p in &x.untagged {
-                let m = p.compile(&self.vars).map_err(Stop::Error)?;
-                if mismatch.is_none() && !untagged.iter().any(|u| m.is_match(u)) {
-                    mismatch = Some(Mismatch {
-                        message: format!("no untagged response in the pipeline matches `{}`", p.display()),
-                        expected: Some(p.display()),
-                        actual: Some(
-                            self.redactor.redact(
-                                &untagged
-                                    .iter()
-                                    .take(40)
-                                    .map(|u| line_text(u))
-                                    .collect::<Vec<_>>()
-                                    .join("\n"),
-                            ),
-                        ),
-                    });
-                }
-            }
-            if let Some(p) = &x.reply {
-                let m = p.compile(&self.vars).map_err(Stop::Error)?;
-                match m.matches(completion) {
-                    Some(caps) => {
-                        for (k, v) in caps {
-                            self.vars.set_text(&k, v);
-                        }
-                    }
-                    None if mismatch.is_none() => {
-                        mismatch = Some(Mismatch {
-                            message: format!("completion of pipelined `{}` does not match", labels[i]),
-                            expected: Some(p.display()),
-                            actual: Some(self.redactor.redact(&line_text(completion))),
-                        })
-                    }
-                    None => {}
-                }
-            }
+            let m = self.match_completion(x, &untagged, completion, &format!("pipelined {}", labels[i]))?;
+            mismatch = mismatch.or(m);
         }
         let logout_ok = verbs.iter().zip(&completions).any(|(v, c)| {
             v == "LOGOUT"
@@ -481,28 +439,12 @@ impl Run<'_> {
 
     /// After LOGOUT's OK the server closes the connection (RFC 9051 section 6.1.3).
     async fn imap_after_logout(&mut self) {
-        let Some(mut conn) = self.conn.take() else { return };
-        let wait = self.config.timeout.min(Duration::from_secs(5));
-        let (closed, extra) = conn.wait_closed(wait).await;
-        if !extra.is_empty() {
-            self.add_findings(vec![Finding::must(
-                "imap.after-logout",
-                "RFC 9051 section 6.1.3",
-                "the server sent more data after completing LOGOUT",
-            )
-            .with_bytes(&extra)]);
-        }
-        if closed {
-            self.record(Direction::Note, "the server closed the connection");
-        } else {
-            self.add_findings(vec![Finding::should(
-                "imap.logout-close",
-                "RFC 9051 section 6.1.3",
-                format!(
-                    "the server did not close the connection within {} s after LOGOUT",
-                    wait.as_secs()
-                ),
-            )]);
-        }
+        const LOGOUT: Goodbye = Goodbye {
+            verb: "LOGOUT",
+            rfc: "RFC 9051 section 6.1.3",
+            data_rule: "imap.after-logout",
+            close_rule: "imap.logout-close",
+        };
+        self.await_close(&LOGOUT).await;
     }
 }

@@ -462,10 +462,16 @@ impl<'a> Run<'a> {
         let conn = self.conn()?;
         let early = conn.buffered().to_vec();
         if !early.is_empty() {
+            // Bytes here would be read as if they came through TLS ("STARTTLS injection").
+            let (rule, rfc, verb) = if self.imap.is_some() {
+                ("imap.starttls-early-data", "RFC 9051 section 6.2.1", "STARTTLS")
+            } else {
+                ("pop3.stls-early-data", "RFC 2595 section 4", "STLS")
+            };
             self.add_findings(vec![Finding::must(
-                "pop3.stls-early-data",
-                "RFC 2595 section 4",
-                "the server sent data after its STLS reply, before the TLS handshake",
+                rule,
+                rfc,
+                format!("the server sent data after its {verb} reply, before the TLS handshake"),
             )
             .with_bytes(&early)]);
         }
@@ -763,20 +769,12 @@ impl<'a> Run<'a> {
         // The scenario's own expectations.
         let mut mismatch = None;
         if let Some(p) = &x.reply {
-            let m = p.compile(&self.vars).map_err(Stop::Error)?;
-            match m.matches(pop3::strip_eol(&first)) {
-                Some(caps) => {
-                    for (k, v) in caps {
-                        self.vars.set_text(&k, v);
-                    }
-                }
-                None => {
-                    mismatch = Some(Mismatch {
-                        message: format!("reply to `{label}` does not match"),
-                        expected: Some(p.display()),
-                        actual: Some(self.redactor.redact(&line_text(&first))),
-                    })
-                }
+            if !self.capture(p, &[pop3::strip_eol(&first)])? {
+                mismatch = Some(Mismatch {
+                    message: format!("reply to `{label}` does not match"),
+                    expected: Some(p.display()),
+                    actual: Some(self.redactor.redact(&line_text(&first))),
+                })
             }
         }
         if mismatch.is_none() {
@@ -879,35 +877,66 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Match `p` against `candidates` (lines without their ending); the first
+    /// match's captures become variables. False when none matches.
+    pub(crate) fn capture(&mut self, p: &Pattern, candidates: &[&[u8]]) -> Result<bool, Stop> {
+        let m = p.compile(&self.vars).map_err(Stop::Error)?;
+        match candidates.iter().find_map(|c| m.matches(c)) {
+            Some(caps) => {
+                for (k, v) in caps {
+                    self.vars.set_text(&k, v);
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// After `+OK` to QUIT the server closes the connection (RFC 1939 section 6).
     async fn after_quit(&mut self) {
+        self.await_close(&GOODBYE_POP3).await;
+        self.history.end_session(&self.session);
+        self.session.state = pop3::State::Closed;
+    }
+
+    /// After the goodbye (QUIT, LOGOUT) the server closes; nothing more may come.
+    pub(crate) async fn await_close(&mut self, rules: &Goodbye) {
         let Some(mut conn) = self.conn.take() else { return };
         let wait = self.config.timeout.min(Duration::from_secs(5));
         let (closed, extra) = conn.wait_closed(wait).await;
         if !extra.is_empty() {
-            self.add_findings(vec![Finding::must(
-                "pop3.data-after-quit",
-                "RFC 1939 section 6 (QUIT)",
-                "the server sent more data after its reply to QUIT",
-            )
-            .with_bytes(&extra)]);
+            let message = format!("the server sent more data after completing {}", rules.verb);
+            self.add_findings(vec![
+                Finding::must(rules.data_rule, rules.rfc, message).with_bytes(&extra)
+            ]);
         }
         if closed {
             self.record(Direction::Note, "the server closed the connection");
         } else {
-            self.add_findings(vec![Finding::should(
-                "pop3.quit-close",
-                "RFC 1939 section 6 (QUIT)",
-                format!(
-                    "the server did not close the connection within {} s after QUIT",
-                    wait.as_secs()
-                ),
-            )]);
+            let message = format!(
+                "the server did not close the connection within {} s after {}",
+                wait.as_secs(),
+                rules.verb
+            );
+            self.add_findings(vec![Finding::should(rules.close_rule, rules.rfc, message)]);
         }
-        self.history.end_session(&self.session);
-        self.session.state = pop3::State::Closed;
     }
 }
+
+/// Which rules the end of a session is checked against.
+pub(crate) struct Goodbye {
+    pub verb: &'static str,
+    pub rfc: &'static str,
+    pub data_rule: &'static str,
+    pub close_rule: &'static str,
+}
+
+const GOODBYE_POP3: Goodbye = Goodbye {
+    verb: "QUIT",
+    rfc: "RFC 1939 section 6 (QUIT)",
+    data_rule: "pop3.data-after-quit",
+    close_rule: "pop3.quit-close",
+};
 
 fn ok_pattern() -> Pattern {
     Pattern::glob("+OK*").expect("static pattern")
