@@ -1,10 +1,12 @@
-//! mailcheck: test and diagnose mail servers over POP3 (IMAP and SMTP to come).
+//! mailcheck: test mail servers against the RFCs (POP3 and IMAP; SMTP to come)
+//! and diagnose their endpoints (`probe`).
 //!
 //! The flow: scenario files are loaded into pure data ([`scenario`]), the
 //! runner ([`run`]) replays them over a connection ([`wire`]) through the
 //! protocol's grammar and state model ([`proto`]), producing outcomes that
 //! the reporters ([`report`]) render. [`server`] is the embedded reference
-//! server used by `demo`, `serve` and the tests.
+//! server used by `demo`, `serve` and the tests; [`probe`] is the diagnostic
+//! check chain.
 
 pub mod app;
 pub mod cli;
