@@ -228,3 +228,78 @@ fn bytes_sent_after_the_stls_reply_are_reported_before_the_handshake() {
     assert!(report.contains("pop3.stls-early-data"), "{report}");
     assert!(report.contains("+OK injected"), "{report}");
 }
+
+/// A POP3 server whose answer to QUIT is scripted; everything else gets +OK.
+fn quit_server(quit_reply: &'static [u8], close_after_quit: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().unwrap();
+                let _ = w.write_all(b"+OK ready\r\n");
+                let mut r = BufReader::new(stream);
+                let mut line = String::new();
+                while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    if line.trim_end() == "QUIT" {
+                        let _ = w.write_all(quit_reply);
+                        if close_after_quit {
+                            return;
+                        }
+                    } else if line.trim_end() == "CAPA" {
+                        let _ = w.write_all(b"-ERR no CAPA\r\n");
+                    } else {
+                        let _ = w.write_all(b"+OK\r\n");
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn the_server_must_close_after_quit_and_send_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scenario_file(
+        dir.path(),
+        "q.yaml",
+        "name: quit\nrfc: RFC 1939 section 6\nsteps:\n  - C: QUIT\n    S: \"+OK*\"\n",
+    );
+    let run = |port: u16| {
+        let json = dir.path().join(format!("{port}.json"));
+        let target = format!("pop3://127.0.0.1:{port}");
+        let out = mailcheck_env(
+            &[
+                "run",
+                path.to_str().unwrap(),
+                "--target",
+                &target,
+                "--timeout",
+                "1",
+                "--json",
+                json.to_str().unwrap(),
+            ],
+            &[],
+            Duration::from_secs(30),
+        );
+        (out, std::fs::read_to_string(json).unwrap_or_default())
+    };
+    // Correct: +OK, then close.
+    let (out, report) = run(quit_server(b"+OK bye\r\n", true));
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        !report.contains("pop3.quit-close") && !report.contains("pop3.data-after-quit"),
+        "{report}"
+    );
+    // More data after the QUIT reply: a MUST violation.
+    let (out, report) = run(quit_server(b"+OK bye\r\n+OK one more thing\r\n", true));
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(report.contains("pop3.data-after-quit"), "{report}");
+    // Staying open after QUIT: a SHOULD-level warning, the scenario still passes.
+    let (out, report) = run(quit_server(b"+OK bye\r\n", false));
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(report.contains("pop3.quit-close"), "{report}");
+}

@@ -1071,6 +1071,19 @@ mod tests {
     }
 
     #[test]
+    fn listing_order_size_changes_and_multiline_errors() {
+        let mut s = logged_in();
+        assert!(run(&mut s, "LIST", b"+OK\r\n", &[b"1 10\r\n", b"2 20\r\n"]).is_empty());
+        let f = run(&mut s, "LIST", b"+OK\r\n", &[b"2 20\r\n", b"1 10\r\n"]);
+        assert!(f.iter().any(|f| f.rule == "pop3.list-order"), "{f:?}");
+        let f = run(&mut s, "LIST 1", b"+OK 1 11\r\n", &[]);
+        assert!(f.iter().any(|f| f.rule == "pop3.size-changed"), "{f:?}");
+        assert!(run(&mut s, "RETR 9", b"-ERR no such message\r\n", &[]).is_empty());
+        let f = run(&mut s, "RETR 9", b"-ERR no such message\r\n", &[b"data\r\n"]);
+        assert!(f.iter().any(|f| f.rule == "pop3.err-multiline"), "{f:?}");
+    }
+
+    #[test]
     fn stls_twice_is_a_violation() {
         let mut s = Session::new(true);
         assert_eq!(run(&mut s, "STLS", b"+OK\r\n", &[])[0].rule, "pop3.stls-twice");
