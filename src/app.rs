@@ -188,29 +188,71 @@ fn parse_vars(raw: &[String]) -> Result<Vec<(String, String)>, AppError> {
         .collect()
 }
 
-/// Build the run's configuration from the connection arguments.
+/// Build the run's configuration from the connection arguments (one target).
 pub fn run_config(
     target: &str,
     conn: &ConnArgs,
     vars: &[String],
     allow_destructive: bool,
 ) -> Result<RunConfig, AppError> {
-    let target = Target::parse(target).map_err(|e| AppError::Usage(e.to_string()))?;
+    let mut configs = run_configs(&[target.to_string()], conn, vars, allow_destructive, false)?;
+    Ok(configs.remove(0))
+}
+
+/// One configuration per target, each knowing the others (for scenarios
+/// with sessions on another protocol). At most one target per protocol.
+pub fn run_configs(
+    targets: &[String],
+    conn: &ConnArgs,
+    vars: &[String],
+    allow_destructive: bool,
+    allow_send: bool,
+) -> Result<Vec<RunConfig>, AppError> {
+    let mut parsed: Vec<Target> = Vec::new();
+    for t in targets {
+        let target = Target::parse(t).map_err(|e| AppError::Usage(e.to_string()))?;
+        if let Some(other) = parsed.iter().find(|p| p.protocol == target.protocol) {
+            return Err(AppError::Usage(format!(
+                "--target {target} and --target {other} are both {}: give one target per protocol",
+                target.protocol
+            )));
+        }
+        parsed.push(target);
+    }
     let tls = TlsSettings::new(conn.cacert.as_deref(), conn.insecure).map_err(AppError::Usage)?;
-    Ok(RunConfig {
-        user: conn.user.clone().or_else(|| target.user.clone()),
-        target,
-        tls,
-        starttls: conn.starttls,
-        password: read_password(conn)?,
-        vars: parse_vars(vars)?,
-        timeout: timeout_of(conn.timeout)?,
-        allow_destructive,
-    })
+    let password = read_password(conn)?;
+    let vars = parse_vars(vars)?;
+    let timeout = timeout_of(conn.timeout)?;
+    let url_user = parsed.iter().find_map(|t| t.user.clone());
+    Ok(parsed
+        .iter()
+        .map(|target| RunConfig {
+            user: conn
+                .user
+                .clone()
+                .or_else(|| target.user.clone())
+                .or_else(|| url_user.clone()),
+            target: target.clone(),
+            tls: tls.clone(),
+            starttls: conn.starttls,
+            password: password.clone(),
+            vars: vars.clone(),
+            timeout,
+            allow_destructive,
+            allow_send,
+            others: parsed.iter().filter(|o| *o != target).cloned().collect(),
+        })
+        .collect())
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode, AppError> {
-    let config = run_config(&args.target, &args.conn, &args.vars, args.allow_destructive)?;
+    let configs = run_configs(
+        &args.target,
+        &args.conn,
+        &args.vars,
+        args.allow_destructive,
+        args.allow_send,
+    )?;
     let mut scenarios = load_scenarios(&args.paths)?;
     if !args.only.is_empty() {
         scenarios.retain(|s| {
@@ -225,7 +267,23 @@ async fn run(args: RunArgs) -> Result<ExitCode, AppError> {
             )));
         }
     }
-    execute(&scenarios, &config, &args.output).await
+    // Each scenario runs in the run of its protocol's target; those without
+    // one go with the first run, which reports them skipped (once).
+    let mut groups: Vec<Vec<Scenario>> = vec![Vec::new(); configs.len()];
+    for s in scenarios {
+        let i = configs
+            .iter()
+            .position(|c| c.target.protocol == s.protocol)
+            .unwrap_or(0);
+        groups[i].push(s);
+    }
+    let runs: Vec<(&[Scenario], &RunConfig)> = groups
+        .iter()
+        .zip(&configs)
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, c)| (g.as_slice(), c))
+        .collect();
+    execute_runs(&runs, &args.output).await
 }
 
 /// Run, report on the console and in files, and pick the exit code.

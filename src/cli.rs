@@ -93,17 +93,23 @@ pub struct RunArgs {
     /// Scenario files or folders.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Server URL: pop3://host[:port] (plain, 110) or pop3s://host[:port] (implicit TLS, 995).
-    #[arg(long, short = 't')]
-    pub target: String,
+    /// Server URL: pop3:// (110), pop3s:// (995), imap:// (143), imaps:// (993),
+    /// smtp:// (25), submission:// (587, STARTTLS) or smtps:// (465). Repeat it
+    /// for several protocols (one target each): each scenario runs against the
+    /// target of its protocol.
+    #[arg(long, short = 't', required = true)]
+    pub target: Vec<String>,
     #[command(flatten)]
     pub conn: ConnArgs,
     /// Set a scenario variable (repeatable): --var name=value.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
-    /// Also run scenarios that delete mail (DELE + QUIT).
+    /// Also run scenarios that delete mail (DELE + QUIT, EXPUNGE).
     #[arg(long)]
     pub allow_destructive: bool,
+    /// Also run scenarios that send mail (complete an SMTP DATA transaction).
+    #[arg(long)]
+    pub allow_send: bool,
     /// Only scenarios whose name or file contains this text (repeatable).
     #[arg(long, value_name = "TEXT")]
     pub only: Vec<String>,
@@ -119,7 +125,7 @@ pub struct ConnArgs {
     /// Read the password from this file (first line). Otherwise MAILCHECK_PASSWORD is used.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
-    /// Upgrade with STLS right after the greeting, before any step.
+    /// Upgrade with STLS / STARTTLS right after the greeting, before any step.
     #[arg(long)]
     pub starttls: bool,
     /// Trust this CA certificate (PEM) in addition to the system roots.

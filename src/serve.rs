@@ -141,6 +141,8 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, AppError> {
         // Short, so a fault that stalls the server shows up quickly.
         timeout: Duration::from_secs(3),
         allow_destructive: true,
+        allow_send: true,
+        others: Vec::new(),
     };
     let imap_run = RunConfig {
         target: Target::parse(&format!("imap://{imap}")).map_err(|e| AppError::Runtime(e.to_string()))?,

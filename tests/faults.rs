@@ -29,6 +29,8 @@ async fn run_suite(faults: Faults, timeout: Duration) -> RunReport {
         vars: Vec::new(),
         timeout,
         allow_destructive: true,
+        allow_send: false,
+        others: Vec::new(),
     };
     let report = run_all(&scenarios, &run, |_| {}).await;
     running.shutdown().await;

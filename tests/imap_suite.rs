@@ -33,6 +33,8 @@ async fn run_suite(faults: Faults, tls_target: bool) -> RunReport {
         vars: Vec::new(),
         timeout: Duration::from_secs(2),
         allow_destructive: true,
+        allow_send: false,
+        others: Vec::new(),
     };
     let report = run_all(&scenarios, &run, |_| {}).await;
     running.shutdown().await;

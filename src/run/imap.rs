@@ -444,6 +444,7 @@ impl Run<'_> {
             rfc: "RFC 9051 section 6.1.3",
             data_rule: "imap.after-logout",
             close_rule: "imap.logout-close",
+            close_must: false,
         };
         self.await_close(&LOGOUT).await;
     }

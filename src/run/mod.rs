@@ -7,6 +7,7 @@ mod imap;
 pub mod outcome;
 pub mod runner;
 pub mod schedule;
+mod smtp;
 
 pub use outcome::*;
 pub use runner::{RunConfig, ServerInfo};

@@ -32,9 +32,45 @@ pub struct RunConfig {
     pub vars: Vec<(String, String)>,
     pub timeout: Duration,
     pub allow_destructive: bool,
+    /// Also run scenarios that complete an SMTP DATA transaction.
+    pub allow_send: bool,
+    /// Targets for the other protocols of the run: sessions that speak
+    /// another protocol (`sessions:`) connect to these.
+    pub others: Vec<Target>,
 }
 
 impl RunConfig {
+    /// The target for `protocol`: the run's own, or one of the others.
+    pub fn target_for(&self, protocol: Protocol) -> Option<&Target> {
+        std::iter::once(&self.target)
+            .chain(&self.others)
+            .find(|t| t.protocol == protocol)
+    }
+
+    /// Whether sessions on `target` upgrade with STLS/STARTTLS first.
+    pub fn starttls_for(&self, target: &Target) -> bool {
+        target.security == Security::Plain && (self.starttls || target.starttls)
+    }
+
+    /// Variables every scenario starts with, besides `user` and `password`:
+    /// `rcpt` (the user when it is an address), `from` (defaults to `rcpt`),
+    /// `rcpt_domain` and a per-run `nonce`; `--var` overrides each.
+    pub fn builtin_vars(&self) -> Vec<(String, String)> {
+        let given = |k: &str| self.vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let mut out = Vec::new();
+        let rcpt = given("rcpt").or_else(|| self.user.clone().filter(|u| u.contains('@')));
+        if let Some(r) = &rcpt {
+            out.push(("rcpt".to_string(), r.clone()));
+            if let Some((_, d)) = r.rsplit_once('@') {
+                out.push(("rcpt_domain".to_string(), d.to_string()));
+            }
+        }
+        if let Some(f) = given("from").or(rcpt) {
+            out.push(("from".to_string(), f));
+        }
+        out.push(("nonce".to_string(), nonce()));
+        out
+    }
     /// The redactor for this run: the password, and anything else secret.
     pub fn redactor(&self) -> Redactor {
         let mut r = Redactor::new();
@@ -56,6 +92,9 @@ pub struct ServerInfo {
     /// CAPA got +OK but its reply was broken (e.g. no terminator): scenarios
     /// that require capabilities then run, and fail, instead of being skipped.
     pub capa_broken: bool,
+    /// SMTP: STARTTLS worked during discovery, so `requires: [tls]`
+    /// scenarios can upgrade themselves.
+    pub tls_available: bool,
 }
 
 /// Why a scenario stopped early.
@@ -70,6 +109,20 @@ impl From<WireError> for Stop {
     fn from(e: WireError) -> Stop {
         Stop::Error(e.to_string())
     }
+}
+
+/// A short random token, unique enough to tell this run's messages apart.
+fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
 
 /// The state of one scenario while it runs.
@@ -92,10 +145,16 @@ pub(crate) struct Run<'a> {
     pub(crate) pending_mismatch: Option<Mismatch>,
     /// The IMAP connection state, for IMAP targets.
     pub(crate) imap: Option<super::imap::ImapConn>,
+    /// The SMTP connection state, for SMTP targets.
+    pub(crate) smtp: Option<super::smtp::SmtpConn>,
+    /// Where the current connection goes (sessions may speak another protocol).
+    pub(crate) target: Target,
     /// The named connection the fields above belong to (`main` by default).
     current: String,
     /// Other named connections of the scenario, set aside while one runs.
     parked: Vec<Parked>,
+    /// Sessions of the scenario that speak another protocol.
+    sessions: Vec<(String, Protocol)>,
 }
 
 /// A connection that is not the current one.
@@ -104,6 +163,8 @@ struct Parked {
     number: u32,
     conn: Option<Conn>,
     imap: Option<super::imap::ImapConn>,
+    smtp: Option<super::smtp::SmtpConn>,
+    target: Target,
     session: pop3::Session,
 }
 
@@ -115,40 +176,60 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig, info: &ServerInfo) -
     if scenario.destructive && !config.allow_destructive {
         return Some("deletes mail: run with --allow-destructive to include it".into());
     }
+    if scenario.sends && !config.allow_send {
+        return Some("sends mail: run with --allow-send to include it".into());
+    }
     for r in &scenario.requires {
-        let missing =
-            match r {
-                Requirement::Credentials => (config.user.is_none() || config.password.is_none()).then(|| {
-                    "needs credentials: pass --user and set MAILCHECK_PASSWORD or --password-file".to_string()
-                }),
-                Requirement::ApopTimestamp => {
-                    (!info.apop_timestamp).then(|| "the greeting offers no APOP timestamp".to_string())
-                }
-                Requirement::Tls => (!info.tls)
-                    .then(|| "needs a TLS connection (pop3s://, imaps:// or --starttls)".to_string()),
-                Requirement::Plaintext => (config.target.security == Security::Implicit || config.starttls)
-                    .then(|| {
-                        "needs a plaintext start (a pop3:// or imap:// target without --starttls)".to_string()
-                    }),
-                // `CAPA` itself is met by a server that answers CAPA (RFC 2449), whatever it lists.
-                Requirement::Capability(_) if info.capa_broken => None,
-                Requirement::Capability(c) if c == "CAPA" => info
-                    .capabilities
-                    .is_none()
-                    .then(|| "the server does not answer CAPA".to_string()),
-                Requirement::Capability(c) => match &info.capabilities {
-                    None => Some(format!("needs {c}, and the server does not answer CAPA")),
-                    Some(caps) if !caps.iter().any(|x| x == c) => {
-                        let list = if config.target.protocol == Protocol::Imap {
-                            "CAPABILITY"
-                        } else {
-                            "CAPA"
-                        };
-                        Some(format!("the server does not advertise {c} in {list}"))
+        let missing = match r {
+            Requirement::Credentials => (config.user.is_none() || config.password.is_none()).then(|| {
+                "needs credentials: pass --user and set MAILCHECK_PASSWORD or --password-file".to_string()
+            }),
+            Requirement::ApopTimestamp => {
+                (!info.apop_timestamp).then(|| "the greeting offers no APOP timestamp".to_string())
+            }
+            Requirement::Tls => {
+                (!info.tls).then(|| "needs a TLS connection (pop3s://, imaps:// or --starttls)".to_string())
+            }
+            Requirement::Plaintext => (config.target.security == Security::Implicit
+                || config.starttls_for(&config.target))
+            .then(|| {
+                "needs a plaintext start (a pop3://, imap:// or smtp:// target without --starttls)"
+                    .to_string()
+            }),
+            Requirement::Var(v) => {
+                let set = config.vars.iter().any(|(k, _)| k == v)
+                    || config.builtin_vars().iter().any(|(k, _)| k == v);
+                (!set).then(|| match v.as_str() {
+                    "rcpt" => {
+                        "needs a recipient on the server: --var rcpt=ADDRESS (or a --user that is an address)"
+                            .to_string()
                     }
-                    Some(_) => None,
-                },
-            };
+                    _ => format!("needs --var {v}=VALUE"),
+                })
+            }
+            Requirement::Target(p) => config
+                .target_for(*p)
+                .is_none()
+                .then(|| format!("needs a {p} target too: add --target {p}://HOST")),
+            // `CAPA` itself is met by a server that answers CAPA (RFC 2449), whatever it lists.
+            Requirement::Capability(_) if info.capa_broken => None,
+            Requirement::Capability(c) if c == "CAPA" => info
+                .capabilities
+                .is_none()
+                .then(|| "the server does not answer CAPA".to_string()),
+            Requirement::Capability(c) => match &info.capabilities {
+                None => Some(format!("needs {c}, and the server does not answer CAPA")),
+                Some(caps) if !caps.iter().any(|x| x == c) => {
+                    let list = match config.target.protocol {
+                        Protocol::Imap => "CAPABILITY",
+                        Protocol::Smtp => "its EHLO reply",
+                        Protocol::Pop3 => "CAPA",
+                    };
+                    Some(format!("the server does not advertise {c} in {list}"))
+                }
+                Some(_) => None,
+            },
+        };
         if missing.is_some() {
             return missing;
         }
@@ -174,7 +255,37 @@ pub async fn discover(config: &RunConfig) -> Result<ServerInfo, WireError> {
         tls: run.conn.as_ref().is_some_and(|c| c.is_tls()),
         capabilities: None,
         capa_broken: false,
+        tls_available: false,
     };
+    if run.smtp.is_some() {
+        let mut all: Vec<String> = Vec::new();
+        let learn = |run: &Run<'_>, all: &mut Vec<String>| {
+            for c in run
+                .smtp
+                .as_ref()
+                .map(|s| s.session.capabilities())
+                .unwrap_or_default()
+            {
+                if !all.contains(&c) {
+                    all.push(c);
+                }
+            }
+        };
+        if run.smtp_ehlo().await.is_ok() {
+            learn(&run, &mut all);
+            // Servers offer more after STARTTLS (AUTH, often): learn that too.
+            let plain = run.conn.as_ref().is_some_and(|c| !c.is_tls());
+            if plain && all.iter().any(|c| c == "STARTTLS") && run.smtp_starttls(None).await.is_ok() {
+                info.tls_available = true;
+                if run.smtp_ehlo().await.is_ok() {
+                    learn(&run, &mut all);
+                }
+            }
+        }
+        info.capabilities = Some(all);
+        let _ = run.exchange(&internal(fixed("QUIT"), None, None)).await;
+        return Ok(info);
+    }
     if let Some(imap) = &run.imap {
         info.capabilities = Some(imap.capabilities());
         let mut all: Vec<String> = Vec::new();
@@ -255,6 +366,7 @@ pub async fn run_scenario(scenario: &Scenario, config: &RunConfig, info: &Server
         return outcome;
     }
     let mut run = Run::new(config);
+    run.sessions = scenario.sessions.clone();
     let result = match run.open_session().await {
         Ok(()) => run.steps(&scenario.steps, "").await,
         Err(e) => Err(e),
@@ -315,6 +427,9 @@ impl<'a> Run<'a> {
             vars.set("password", Value::Secret(p.clone()));
         }
         vars.set_text("host", config.target.host.clone());
+        for (k, v) in config.builtin_vars() {
+            vars.set_text(&k, v);
+        }
         for (k, v) in &config.vars {
             vars.set_text(k, v.clone());
         }
@@ -334,8 +449,11 @@ impl<'a> Run<'a> {
             step_id: "connect".into(),
             pending_mismatch: None,
             imap: None,
+            smtp: None,
+            target: config.target.clone(),
             current: MAIN_SESSION.to_string(),
             parked: Vec::new(),
+            sessions: Vec::new(),
         }
     }
 
@@ -374,7 +492,7 @@ impl<'a> Run<'a> {
     /// Connect, read the greeting, and upgrade with STLS when the run asks for it.
     async fn open_session(&mut self) -> Result<(), Stop> {
         self.session_no += 1;
-        let target = &self.config.target;
+        let target = &self.target.clone();
         let which = if self.current == MAIN_SESSION {
             String::new()
         } else {
@@ -398,11 +516,36 @@ impl<'a> Run<'a> {
             self.note_tls(&conn);
         }
         conn.waiting_for("the greeting");
+        let starttls = self.config.starttls_for(target);
+        if target.protocol == Protocol::Smtp {
+            let tls = conn.is_tls();
+            if self.vars.get("client").is_none() {
+                // EHLO names the client; an address literal is always well-formed.
+                let name = match conn.local_addr {
+                    Some(std::net::SocketAddr::V4(a)) => format!("[{}]", a.ip()),
+                    Some(std::net::SocketAddr::V6(a)) => format!("[IPv6:{}]", a.ip()),
+                    None => "localhost".to_string(),
+                };
+                self.vars.set_text("client", name);
+            }
+            self.conn = Some(conn);
+            self.imap = None;
+            self.smtp_greeting(tls).await?;
+            if starttls {
+                self.smtp_ehlo().await?;
+                self.smtp_starttls(None).await.map_err(|e| match e {
+                    Stop::Mismatch => Stop::Error("--starttls: the server refused STARTTLS".into()),
+                    other => other,
+                })?;
+            }
+            return Ok(());
+        }
         if target.protocol == Protocol::Imap {
             let tls = conn.is_tls();
             self.conn = Some(conn);
+            self.smtp = None;
             self.imap_greeting(tls).await?;
-            if self.config.starttls {
+            if starttls {
                 self.imap_starttls().await.map_err(|e| match e {
                     Stop::Mismatch => Stop::Error("--starttls: the server refused STARTTLS".into()),
                     other => other,
@@ -413,6 +556,8 @@ impl<'a> Run<'a> {
         let line = conn.read_line(READ_CAP).await?;
         let (bytes, complete) = (line.bytes.to_vec(), line.complete);
         self.conn = Some(conn);
+        self.imap = None;
+        self.smtp = None;
         self.session = pop3::Session::new(target.security == Security::Implicit);
         self.record(Direction::Server, &line_text(&bytes));
         let mut found = Vec::new();
@@ -424,7 +569,7 @@ impl<'a> Run<'a> {
                 line_text(&bytes)
             )));
         }
-        if self.config.starttls {
+        if starttls {
             self.starttls().await.map_err(|e| match e {
                 Stop::Mismatch => Stop::Error("--starttls: the server refused STLS".into()),
                 other => other,
@@ -450,6 +595,9 @@ impl<'a> Run<'a> {
 
     /// STLS, then the handshake on the same socket (RFC 2595 section 4).
     async fn starttls(&mut self) -> Result<(), Stop> {
+        if self.smtp.is_some() {
+            return self.smtp_starttls(None).await;
+        }
         if self.imap.is_some() {
             return self.imap_starttls().await;
         }
@@ -463,7 +611,9 @@ impl<'a> Run<'a> {
         let early = conn.buffered().to_vec();
         if !early.is_empty() {
             // Bytes here would be read as if they came through TLS ("STARTTLS injection").
-            let (rule, rfc, verb) = if self.imap.is_some() {
+            let (rule, rfc, verb) = if self.smtp.is_some() {
+                ("smtp.starttls-early-data", "RFC 3207 section 4", "STARTTLS")
+            } else if self.imap.is_some() {
                 ("imap.starttls-early-data", "RFC 9051 section 6.2.1", "STARTTLS")
             } else {
                 ("pop3.stls-early-data", "RFC 2595 section 4", "STLS")
@@ -509,11 +659,23 @@ impl<'a> Run<'a> {
         if name == self.current {
             return Ok(());
         }
+        let protocol = self
+            .sessions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.config.target.protocol, |(_, p)| *p);
+        let target = self.config.target_for(protocol).cloned().ok_or_else(|| {
+            Stop::Error(format!(
+                "session `{name}` needs a {protocol} target: add --target {protocol}://HOST"
+            ))
+        })?;
         let old = Parked {
             name: std::mem::replace(&mut self.current, name.to_string()),
             number: self.session_no,
             conn: self.conn.take(),
             imap: self.imap.take(),
+            smtp: self.smtp.take(),
+            target: std::mem::replace(&mut self.target, target),
             session: std::mem::replace(&mut self.session, pop3::Session::new(false)),
         };
         let found = self.parked.iter().position(|p| p.name == name);
@@ -524,6 +686,8 @@ impl<'a> Run<'a> {
                 self.session_no = p.number;
                 self.conn = p.conn;
                 self.imap = p.imap;
+                self.smtp = p.smtp;
+                self.target = p.target;
                 self.session = p.session;
                 Ok(())
             }
@@ -539,7 +703,7 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         let session = step.session.as_deref().unwrap_or(MAIN_SESSION);
         let switched = match &step.kind {
-            StepKind::ForEach { .. } => Ok(()),
+            StepKind::ForEach { .. } | StepKind::Retry { .. } => Ok(()),
             _ => self.switch_to(session).await,
         };
         let result = match (&step.kind, switched) {
@@ -548,11 +712,34 @@ impl<'a> Run<'a> {
                 StepKind::Exchange(x) => self.exchange(x).await,
                 StepKind::Login { user, password } => self.login(user.as_ref(), password.as_ref()).await,
                 StepKind::Apop => self.apop().await,
+                StepKind::Pipeline(xs) if self.smtp.is_some() => self.smtp_pipeline(xs).await,
                 StepKind::Pipeline(xs) => match self.imap.is_some() {
                     true => self.imap_pipeline(xs).await,
-                    false => Err(Stop::Error("`pipeline` needs an IMAP target".into())),
+                    false => Err(Stop::Error("`pipeline` needs an IMAP or SMTP target".into())),
                 },
-                StepKind::StartTls => self.starttls().await,
+                StepKind::StartTls { inject } if self.smtp.is_some() => {
+                    self.smtp_starttls(inject.as_ref()).await
+                }
+                StepKind::StartTls { .. } => self.starttls().await,
+                StepKind::Auth {
+                    mechanism,
+                    user,
+                    password,
+                    reply,
+                } if self.smtp.is_some() => {
+                    self.smtp_auth(mechanism, user.as_ref(), password.as_ref(), reply.as_ref())
+                        .await
+                }
+                StepKind::Data(d) if self.smtp.is_some() => self.smtp_data(d).await,
+                StepKind::Send { bytes, reply } if self.smtp.is_some() => {
+                    self.smtp_send_raw(bytes, reply.as_ref()).await
+                }
+                StepKind::Auth { .. } | StepKind::Data(_) | StepKind::Send { .. } => {
+                    Err(Stop::Error("`auth`, `data` and `send` are SMTP steps".into()))
+                }
+                StepKind::Retry { within, every, steps } => {
+                    return self.retry(*within, *every, steps, id).await
+                }
                 StepKind::Drop => self.drop_conn().await,
                 StepKind::Reconnect => {
                     self.drop_conn().await?;
@@ -607,9 +794,21 @@ impl<'a> Run<'a> {
                     None => format!("C: {cmd}"),
                 }
             }
+            StepKind::Login { .. } if self.smtp.is_some() => "login (AUTH)".into(),
+            StepKind::Login { .. } if self.imap.is_some() => "login (LOGIN)".into(),
             StepKind::Login { .. } => "login (USER/PASS)".into(),
             StepKind::Apop => "login (APOP)".into(),
-            StepKind::StartTls => "STLS / STARTTLS".into(),
+            StepKind::StartTls { inject: None } => "STLS / STARTTLS".into(),
+            StepKind::StartTls { inject: Some(t) } => {
+                format!("STARTTLS with `{}` injected behind it", t.source)
+            }
+            StepKind::Auth { mechanism, .. } => format!("AUTH {mechanism}"),
+            StepKind::Data(d) => match &d.message {
+                crate::scenario::MessageSource::Text(_) => "DATA and a message".into(),
+                crate::scenario::MessageSource::Raw(_) => "DATA and raw message bytes".into(),
+            },
+            StepKind::Send { bytes, .. } => format!("send `{}`", bytes.source.escape_debug()),
+            StepKind::Retry { within, .. } => format!("retry for up to {} s", within.as_secs_f64()),
             StepKind::Drop => "drop the connection without QUIT".into(),
             StepKind::Reconnect => "reconnect".into(),
             StepKind::Pipeline(xs) => format!("pipeline of {} commands", xs.len()),
@@ -639,8 +838,52 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Run `steps` until all pass or `within` is over; only the last
+    /// attempt's step outcomes are kept (earlier ones are noted).
+    async fn retry(
+        &mut self,
+        within: Duration,
+        every: Duration,
+        steps: &[Step],
+        id: &str,
+    ) -> Result<(), Stop> {
+        let deadline = Instant::now() + within;
+        let mut attempt = 1u32;
+        loop {
+            let mark = self.steps.len();
+            let prefix = format!("{id}.");
+            let result = self.steps(steps, &prefix).await;
+            let failed_must = self.steps[mark..]
+                .iter()
+                .any(|s| s.status == Status::Failed && s.severity == Severity::Must);
+            let done = result.is_ok() && !failed_must;
+            if done || Instant::now() + every > deadline {
+                if !done {
+                    self.record(
+                        Direction::Note,
+                        &format!("gave up after {attempt} attempts in {} s", within.as_secs_f64()),
+                    );
+                }
+                return result;
+            }
+            self.steps.truncate(mark);
+            self.record(
+                Direction::Note,
+                &format!(
+                    "attempt {attempt} did not pass; trying again in {} s",
+                    every.as_secs_f64()
+                ),
+            );
+            tokio::time::sleep(every).await;
+            attempt += 1;
+        }
+    }
+
     /// USER then PASS, each expecting +OK; the templates default to the run's credentials.
     async fn login(&mut self, user: Option<&Template>, password: Option<&Template>) -> Result<(), Stop> {
+        if self.smtp.is_some() {
+            return self.smtp_login(user, password).await;
+        }
         if self.imap.is_some() {
             return self.imap_login(user, password).await;
         }
@@ -664,7 +907,7 @@ impl<'a> Run<'a> {
     }
 
     async fn apop(&mut self) -> Result<(), Stop> {
-        if self.imap.is_some() {
+        if self.imap.is_some() || self.smtp.is_some() {
             return Err(Stop::Error("`apop` is a POP3 step".into()));
         }
         let Some(stamp) = self.session.greeting_timestamp.clone() else {
@@ -706,6 +949,8 @@ impl<'a> Run<'a> {
             self.session_no = p.number;
             self.conn = p.conn;
             self.imap = p.imap;
+            self.smtp = p.smtp;
+            self.target = p.target;
             self.session = p.session;
             if self.conn.is_some() {
                 let _ = self.drop_conn().await;
@@ -715,6 +960,9 @@ impl<'a> Run<'a> {
 
     /// Send one command, read and validate its reply, match the expectations.
     async fn exchange(&mut self, x: &Exchange) -> Result<(), Stop> {
+        if self.smtp.is_some() {
+            return self.smtp_exchange(x).await;
+        }
         if self.imap.is_some() {
             return self.imap_exchange(x).await;
         }
@@ -918,7 +1166,12 @@ impl<'a> Run<'a> {
                 wait.as_secs(),
                 rules.verb
             );
-            self.add_findings(vec![Finding::should(rules.close_rule, rules.rfc, message)]);
+            let severity = if rules.close_must {
+                Severity::Must
+            } else {
+                Severity::Should
+            };
+            self.add_findings(vec![Finding::new(severity, rules.close_rule, rules.rfc, message)]);
         }
     }
 }
@@ -929,6 +1182,8 @@ pub(crate) struct Goodbye {
     pub rfc: &'static str,
     pub data_rule: &'static str,
     pub close_rule: &'static str,
+    /// Staying open is a MUST violation (SMTP), not only a SHOULD (POP3, IMAP).
+    pub close_must: bool,
 }
 
 const GOODBYE_POP3: Goodbye = Goodbye {
@@ -936,6 +1191,7 @@ const GOODBYE_POP3: Goodbye = Goodbye {
     rfc: "RFC 1939 section 6 (QUIT)",
     data_rule: "pop3.data-after-quit",
     close_rule: "pop3.quit-close",
+    close_must: false,
 };
 
 fn ok_pattern() -> Pattern {

@@ -67,6 +67,10 @@ struct RawScenario {
     requires: Vec<String>,
     #[serde(default)]
     destructive: bool,
+    #[serde(default)]
+    sends: bool,
+    #[serde(default)]
+    sessions: std::collections::BTreeMap<String, String>,
     steps: Vec<Spanned<RawStep>>,
 }
 
@@ -83,7 +87,11 @@ struct RawStep {
     literal: Option<String>,
     login: Option<RawLogin>,
     apop: Option<Empty>,
-    stls: Option<Empty>,
+    stls: Option<RawStls>,
+    auth: Option<RawAuth>,
+    data: Option<RawData>,
+    send: Option<String>,
+    retry: Option<RawRetry>,
     drop: Option<Empty>,
     reconnect: Option<Empty>,
     foreach: Option<String>,
@@ -98,6 +106,38 @@ struct RawStep {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStls {
+    inject: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mechanism: String,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawData {
+    text: Option<String>,
+    raw: Option<String>,
+    capture: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    /// Seconds to keep trying.
+    #[serde(rename = "for")]
+    within: f64,
+    /// Seconds between attempts (default 0.5).
+    every: Option<f64>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +162,7 @@ struct RawBody {
     octets: Option<RawScalar>,
     capture: Option<String>,
     equals: Option<String>,
+    delivered: Option<String>,
 }
 
 /// A pattern is a glob string, or `{regex: "..."}`. A visitor, not `untagged`,
@@ -234,9 +275,24 @@ struct Ctx<'a> {
     source: &'a str,
     /// Known once the top-level keys are read; steps depend on it.
     protocol: Protocol,
+    /// Sessions that speak another protocol (`sessions:`).
+    sessions: &'a [(String, Protocol)],
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The context for a step on session `name` (its protocol may differ).
+    fn for_session(&self, name: Option<&str>) -> Ctx<'a> {
+        let protocol = name
+            .and_then(|n| self.sessions.iter().find(|(s, _)| s == n))
+            .map_or(self.protocol, |(_, p)| *p);
+        Ctx {
+            path: self.path,
+            source: self.source,
+            protocol,
+            sessions: self.sessions,
+        }
+    }
+
     fn err(&self, line: u64, column: u64, message: impl Into<String>) -> LoadError {
         let source_line = self
             .source
@@ -273,6 +329,7 @@ pub fn load_str(path: &Path, source: &str) -> Result<Scenario, LoadError> {
         path,
         source,
         protocol: Protocol::Pop3,
+        sessions: &[],
     };
     let raw: RawScenario = serde_saphyr::from_str(source).map_err(|e| yaml_error(&ctx, &e))?;
     convert(&ctx, raw)
@@ -301,7 +358,7 @@ fn convert(ctx: &Ctx, raw: RawScenario) -> Result<Scenario, LoadError> {
     let protocol = match &raw.protocol {
         Some(p) => Protocol::from_name(p).ok_or_else(|| {
             let (l, c) = find_key(ctx.source, "protocol");
-            ctx.err(l, c, format!("unknown protocol `{p}` (known: pop3, imap)"))
+            ctx.err(l, c, format!("unknown protocol `{p}` (known: pop3, imap, smtp)"))
         })?,
         None => infer_protocol(ctx.path).ok_or_else(|| {
             ctx.err(
@@ -311,10 +368,30 @@ fn convert(ctx: &Ctx, raw: RawScenario) -> Result<Scenario, LoadError> {
             )
         })?,
     };
+    let mut sessions = Vec::new();
+    for (name, p) in &raw.sessions {
+        let (l, c) = find_key(ctx.source, "sessions");
+        let p = Protocol::from_name(p).ok_or_else(|| {
+            ctx.err(
+                l,
+                c,
+                format!("session `{name}`: unknown protocol `{p}` (known: pop3, imap, smtp)"),
+            )
+        })?;
+        if p == protocol || !valid_session_name(name) {
+            return Err(ctx.err(
+                l,
+                c,
+                format!("`sessions:` names sessions that speak another protocol than the scenario's ({protocol}), with short names: `{name}: {p}` is not one"),
+            ));
+        }
+        sessions.push((name.clone(), p));
+    }
     let ctx = &Ctx {
         path: ctx.path,
         source: ctx.source,
         protocol,
+        sessions: &sessions,
     };
     let mut requires = Vec::new();
     for r in &raw.requires {
@@ -323,9 +400,10 @@ fn convert(ctx: &Ctx, raw: RawScenario) -> Result<Scenario, LoadError> {
             "apop" => Requirement::ApopTimestamp,
             "tls" => Requirement::Tls,
             "plaintext" => Requirement::Plaintext,
+            v if v.starts_with("var:") && valid_var_name(&r[4..]) => Requirement::Var(r[4..].to_string()),
             _ if r.is_empty() || r.contains(char::is_whitespace) => {
                 let (l, c) = find_key(ctx.source, "requires");
-                return Err(ctx.err(l, c, format!("`{r}` is not a requirement: use credentials, apop, tls, plaintext or a capability name like TOP")));
+                return Err(ctx.err(l, c, format!("`{r}` is not a requirement: use credentials, apop, tls, plaintext, var:NAME or a capability name like TOP")));
             }
             _ => Requirement::Capability(r.to_ascii_uppercase()),
         });
@@ -335,6 +413,9 @@ fn convert(ctx: &Ctx, raw: RawScenario) -> Result<Scenario, LoadError> {
         return Err(ctx.err(l, c, "a scenario needs at least one step"));
     }
     let steps = convert_steps(ctx, raw.steps)?;
+    for (_, p) in &sessions {
+        requires.push(Requirement::Target(*p));
+    }
     let scenario = Scenario {
         path: ctx.path.to_path_buf(),
         name: raw.name,
@@ -343,8 +424,19 @@ fn convert(ctx: &Ctx, raw: RawScenario) -> Result<Scenario, LoadError> {
         protocol,
         requires,
         destructive: raw.destructive,
+        sends: raw.sends,
+        sessions: sessions.clone(),
         steps,
     };
+    if !scenario.sends {
+        if let Some(pos) = sends_mail(&scenario, &scenario.steps) {
+            return Err(ctx.err(
+                pos.line,
+                pos.column,
+                "this scenario sends mail (an SMTP DATA transaction) but is not marked `sends: true`",
+            ));
+        }
+    }
     if !scenario.destructive {
         if let Some(pos) = deletes_then_quits(&scenario.steps) {
             return Err(ctx.err(
@@ -384,6 +476,7 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         column: spanned.referenced.column(),
     };
     let raw = spanned.value;
+    let ctx = &ctx.for_session(raw.session.as_deref());
     let fail = |msg: String| ctx.err(pos.line, pos.column, msg);
     let template = |text: &str| Template::parse(text).map_err(fail);
 
@@ -392,9 +485,13 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         ("login", raw.login.is_some()),
         ("apop", raw.apop.is_some()),
         ("stls", raw.stls.is_some()),
+        ("auth", raw.auth.is_some()),
+        ("data", raw.data.is_some()),
+        ("send", raw.send.is_some()),
         ("drop", raw.drop.is_some()),
         ("reconnect", raw.reconnect.is_some()),
         ("foreach", raw.foreach.is_some()),
+        ("retry", raw.retry.is_some()),
         ("pipeline", raw.pipeline.is_some()),
     ]
     .iter()
@@ -403,16 +500,34 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
     .collect();
     if actions.len() != 1 {
         return Err(fail(if actions.is_empty() {
-            "a step needs one action: C, login, apop, stls, drop, reconnect, foreach or pipeline".into()
+            "a step needs one action: C, login, apop, stls, auth, data, send, drop, reconnect, foreach, retry or pipeline".into()
         } else {
             format!("a step takes one action, this one has {}", actions.join(", "))
         }));
     }
-    if raw.c.is_none()
-        && (raw.s.is_some() || raw.body.is_some() || raw.multiline.is_some() || raw.tag.is_some())
-    {
+    let takes_reply = raw.c.is_some() || raw.auth.is_some() || raw.data.is_some() || raw.send.is_some();
+    if raw.s.is_some() && !takes_reply {
+        return Err(fail("`S` belongs to a `C`, `auth`, `data` or `send` step".into()));
+    }
+    if raw.c.is_none() && (raw.body.is_some() || raw.multiline.is_some() || raw.tag.is_some()) {
+        return Err(fail("`body`, `multiline` and `tag` belong to a `C` step".into()));
+    }
+    let smtp_only = [
+        ("auth", raw.auth.is_some()),
+        ("data", raw.data.is_some()),
+        ("send", raw.send.is_some()),
+        (
+            "stls: {inject}",
+            raw.stls.as_ref().is_some_and(|t| t.inject.is_some()),
+        ),
+    ];
+    if ctx.protocol != Protocol::Smtp {
+        if let Some((key, _)) = smtp_only.iter().find(|(_, present)| *present) {
+            return Err(fail(format!("`{key}` is for SMTP steps")));
+        }
+    } else if raw.multiline.is_some() {
         return Err(fail(
-            "`S`, `body`, `multiline` and `tag` belong to a `C` step".into(),
+            "`multiline` is for POP3: SMTP replies say themselves where they end".into(),
         ));
     }
     if raw.literal.is_some() && (raw.c.is_none() || ctx.protocol != Protocol::Imap) {
@@ -431,8 +546,11 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
             )));
         }
     }
-    if raw.foreach.is_none() && (raw.steps.is_some() || raw.limit.is_some()) {
-        return Err(fail("`steps` and `limit` belong to a `foreach` step".into()));
+    if raw.foreach.is_none() && raw.limit.is_some() {
+        return Err(fail("`limit` belongs to a `foreach` step".into()));
+    }
+    if raw.foreach.is_none() && raw.retry.is_none() && raw.steps.is_some() {
+        return Err(fail("`steps` belong to a `foreach` or `retry` step".into()));
     }
     let severity = match raw.severity.as_deref() {
         None | Some("must") => Severity::Must,
@@ -485,15 +603,77 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         }
     } else if raw.apop.is_some() {
         StepKind::Apop
-    } else if raw.stls.is_some() {
-        StepKind::StartTls
+    } else if let Some(t) = raw.stls {
+        StepKind::StartTls {
+            inject: t.inject.as_deref().map(template).transpose()?,
+        }
+    } else if let Some(a) = raw.auth {
+        let mechanism = a.mechanism.to_ascii_uppercase();
+        if !matches!(mechanism.as_str(), "PLAIN" | "LOGIN" | "CRAM-MD5") {
+            return Err(fail(format!(
+                "`auth: {{mechanism: {}}}`: mailcheck speaks PLAIN, LOGIN and CRAM-MD5",
+                a.mechanism
+            )));
+        }
+        StepKind::Auth {
+            mechanism,
+            user: a.user.as_deref().map(template).transpose()?,
+            password: a.password.as_deref().map(template).transpose()?,
+            reply: reply_pattern(raw.s).map_err(fail)?,
+        }
+    } else if let Some(d) = raw.data {
+        let message = match (d.text, d.raw) {
+            (Some(t), None) => MessageSource::Text(template(&t)?),
+            (None, Some(r)) => MessageSource::Raw(template(&r)?),
+            _ => {
+                return Err(fail(
+                    "`data` takes `text` (stuffed for you) or `raw` (sent exactly), not both".into(),
+                ))
+            }
+        };
+        if let Some(name) = &d.capture {
+            if !valid_var_name(name) {
+                return Err(fail(format!("`capture: {name}` is not a variable name")));
+            }
+        }
+        StepKind::Data(Box::new(DataStep {
+            message,
+            reply: reply_pattern(raw.s).map_err(fail)?,
+            capture: d.capture,
+        }))
+    } else if let Some(bytes) = raw.send {
+        StepKind::Send {
+            bytes: template(&bytes)?,
+            reply: reply_pattern(raw.s).map_err(fail)?,
+        }
+    } else if let Some(r) = raw.retry {
+        let secs = |v: f64, what: &str| {
+            if v.is_finite() && v > 0.0 && v <= 3600.0 {
+                Ok(std::time::Duration::from_secs_f64(v))
+            } else {
+                Err(fail(format!(
+                    "`retry: {{{what}: {v}}}`: give seconds above 0, at most 3600"
+                )))
+            }
+        };
+        let within = secs(r.within, "for")?;
+        let every = secs(r.every.unwrap_or(0.5), "every")?;
+        let steps = raw.steps.ok_or_else(|| fail("`retry` needs `steps`".into()))?;
+        if steps.is_empty() {
+            return Err(fail("`retry` needs at least one step".into()));
+        }
+        StepKind::Retry {
+            within,
+            every,
+            steps: convert_steps(ctx, steps)?,
+        }
     } else if raw.drop.is_some() {
         StepKind::Drop
     } else if raw.reconnect.is_some() {
         StepKind::Reconnect
     } else if let Some(list) = raw.pipeline {
-        if ctx.protocol != Protocol::Imap {
-            return Err(fail("`pipeline` is for IMAP scenarios".into()));
+        if ctx.protocol == Protocol::Pop3 {
+            return Err(fail("`pipeline` is for IMAP and SMTP scenarios".into()));
         }
         if list.len() < 2 {
             return Err(fail("`pipeline` needs at least two `C` steps".into()));
@@ -511,6 +691,22 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
                 }
             }
         }
+        if ctx.protocol == Protocol::Smtp {
+            for x in &exchanges {
+                let verb = x
+                    .command
+                    .source
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
+                if matches!(verb.as_str(), "DATA" | "BDAT" | "STARTTLS" | "AUTH") {
+                    return Err(fail(format!(
+                        "`{verb}` cannot be pipelined here: it changes what the server expects next (use its own step)"
+                    )));
+                }
+            }
+        }
         StepKind::Pipeline(exchanges)
     } else {
         let rows = raw.foreach.unwrap_or_default();
@@ -525,15 +721,13 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         }
     };
     if let Some(name) = &raw.session {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !valid_session_name(name) {
             return Err(fail(format!("`session: {name}`: use a short name like `other`")));
         }
-        if matches!(kind, StepKind::ForEach { .. }) {
-            return Err(fail("`session` goes on the steps inside `foreach`".into()));
+        if matches!(kind, StepKind::ForEach { .. } | StepKind::Retry { .. }) {
+            return Err(fail(
+                "`session` goes on the steps inside `foreach` and `retry`".into(),
+            ));
         }
     }
     Ok(Step {
@@ -543,6 +737,56 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         note: raw.note,
         session: raw.session,
     })
+}
+
+fn valid_session_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn valid_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `S:` of a step whose reply is one line or one SMTP reply.
+fn reply_pattern(raw: Option<RawReply>) -> Result<Option<Pattern>, String> {
+    match raw {
+        None => Ok(None),
+        Some(RawReply::One(p)) => pattern(p).map(Some),
+        Some(RawReply::Many(_)) => {
+            Err("a list under `S` is for IMAP (untagged responses, then the completion)".into())
+        }
+    }
+}
+
+/// Where a scenario first sends mail: a `data:` step, or `C: DATA` / `BDAT`
+/// on an SMTP session.
+fn sends_mail(scenario: &Scenario, steps: &[Step]) -> Option<Position> {
+    for s in steps {
+        let smtp = scenario.session_protocol(s.session.as_deref().unwrap_or("main")) == Protocol::Smtp;
+        let found = match &s.kind {
+            StepKind::Data(_) => true,
+            StepKind::Exchange(x) if smtp => {
+                let verb = x.command.source.split_whitespace().next().unwrap_or("");
+                verb.eq_ignore_ascii_case("DATA") || verb.eq_ignore_ascii_case("BDAT")
+            }
+            StepKind::ForEach { steps, .. } | StepKind::Retry { steps, .. } => {
+                if let Some(p) = sends_mail(scenario, steps) {
+                    return Some(p);
+                }
+                false
+            }
+            _ => false,
+        };
+        if found {
+            return Some(s.pos);
+        }
+    }
+    None
 }
 
 fn pattern(raw: RawPattern) -> Result<Pattern, String> {
@@ -569,6 +813,7 @@ fn convert_body(raw: RawBody) -> Result<BodyExpect, String> {
         octets: raw.octets.map(|s| Template::parse(&s.0)).transpose()?,
         capture: raw.capture,
         equals: raw.equals.map(|s| Template::parse(&s)).transpose()?,
+        delivered: raw.delivered,
     })
 }
 
@@ -603,7 +848,7 @@ fn flatten(steps: &[Step], out: &mut Vec<(Position, String)>) {
                 }
             }
             StepKind::Drop => out.push((s.pos, "DROP".into())),
-            StepKind::ForEach { steps, .. } => flatten(steps, out),
+            StepKind::ForEach { steps, .. } | StepKind::Retry { steps, .. } => flatten(steps, out),
             _ => {}
         }
     }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 pub enum Protocol {
     Pop3,
     Imap,
+    Smtp,
 }
 
 impl Protocol {
@@ -20,6 +21,7 @@ impl Protocol {
         match self {
             Protocol::Pop3 => "pop3",
             Protocol::Imap => "imap",
+            Protocol::Smtp => "smtp",
         }
     }
 
@@ -27,6 +29,7 @@ impl Protocol {
         match name.to_ascii_lowercase().as_str() {
             "pop3" => Some(Protocol::Pop3),
             "imap" => Some(Protocol::Imap),
+            "smtp" => Some(Protocol::Smtp),
             _ => None,
         }
     }
@@ -49,8 +52,14 @@ pub enum Requirement {
     Tls,
     /// The connection starts in plaintext (e.g. to test STLS itself).
     Plaintext,
-    /// The server lists this capability (POP3 CAPA tag, e.g. `TOP`, `UIDL`, `STLS`).
+    /// The server lists this capability (POP3 CAPA tag, e.g. `TOP`, `UIDL`, `STLS`;
+    /// an IMAP capability; an SMTP EHLO keyword or `AUTH=PLAIN`).
     Capability(String),
+    /// The run defines this variable (`requires: [var:rcpt]`): a recipient
+    /// address, say, that only the user can know.
+    Var(String),
+    /// The run has a target for this protocol too (from `sessions:`).
+    Target(Protocol),
 }
 
 impl fmt::Display for Requirement {
@@ -61,6 +70,8 @@ impl fmt::Display for Requirement {
             Requirement::Tls => f.write_str("tls"),
             Requirement::Plaintext => f.write_str("plaintext"),
             Requirement::Capability(c) => f.write_str(c),
+            Requirement::Var(v) => write!(f, "var:{v}"),
+            Requirement::Target(p) => write!(f, "a {p} target"),
         }
     }
 }
@@ -76,7 +87,22 @@ pub struct Scenario {
     pub requires: Vec<Requirement>,
     /// Deletes mail (DELE then QUIT): runs only with `--allow-destructive`.
     pub destructive: bool,
+    /// Completes an SMTP DATA transaction (sends mail): runs only with `--allow-send`.
+    pub sends: bool,
+    /// Named sessions that speak another protocol than the scenario's
+    /// (`sessions: {mailbox: pop3}`), each on the run's target for it.
+    pub sessions: Vec<(String, Protocol)>,
     pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// The protocol a named session speaks.
+    pub fn session_protocol(&self, name: &str) -> Protocol {
+        self.sessions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.protocol, |(_, p)| *p)
+    }
 }
 
 /// Where a step was written, for error messages and reports.
@@ -109,8 +135,29 @@ pub enum StepKind {
     },
     /// Log in with APOP using the greeting's timestamp.
     Apop,
-    /// Upgrade the connection with STLS (POP3) or STARTTLS (IMAP).
-    StartTls,
+    /// Upgrade the connection with STLS (POP3) or STARTTLS (IMAP, SMTP).
+    /// SMTP only: `inject` is sent in the same write as STARTTLS, to see
+    /// whether the server wrongly runs it after the handshake.
+    StartTls { inject: Option<Template> },
+    /// SMTP AUTH with one mechanism (PLAIN, LOGIN, CRAM-MD5); `reply` is the
+    /// final reply expected (235 unless given).
+    Auth {
+        mechanism: String,
+        user: Option<Template>,
+        password: Option<Template>,
+        reply: Option<Pattern>,
+    },
+    /// SMTP DATA: 354, then the message, then the reply to its end.
+    Data(Box<DataStep>),
+    /// Send these bytes exactly as written (no CRLF added), then read one reply.
+    Send { bytes: Template, reply: Option<Pattern> },
+    /// Run `steps` again until they all pass or `within` runs out (mail
+    /// that is delivered in the background, say).
+    Retry {
+        within: std::time::Duration,
+        every: std::time::Duration,
+        steps: Vec<Step>,
+    },
     /// Close the connection without QUIT (waits for the server to close its side).
     Drop,
     /// Open a new session: connect, greeting, and the run's `--starttls` if set.
@@ -143,6 +190,27 @@ pub struct Exchange {
     pub body: Option<BodyExpect>,
 }
 
+/// The message an SMTP `data:` step sends.
+#[derive(Debug, Clone)]
+pub enum MessageSource {
+    /// Text from the scenario; line ends become CRLF and lines are dot-stuffed.
+    Text(Template),
+    /// Bytes written exactly as given after the 354, terminator included:
+    /// to see what a server does with bare LF, `\n.\n` or overlong lines.
+    Raw(Template),
+}
+
+#[derive(Debug, Clone)]
+pub struct DataStep {
+    pub message: MessageSource,
+    /// The reply expected after the message (or to DATA itself, when the
+    /// server refuses DATA).
+    pub reply: Option<Pattern>,
+    /// Keep the message as sent (CRLF line ends, before stuffing) under
+    /// this name, for `body: {delivered: NAME}` on the receiving side.
+    pub capture: Option<String>,
+}
+
 /// Expectations on a multi-line body (after dot-unstuffing, without the terminator).
 #[derive(Debug, Clone, Default)]
 pub struct BodyExpect {
@@ -164,6 +232,9 @@ pub struct BodyExpect {
     pub capture: Option<String>,
     /// The whole body equals this (usually `${captured}`).
     pub equals: Option<Template>,
+    /// The body is the message an SMTP `data:` step captured under this
+    /// name, byte for byte, with only header fields added in front.
+    pub delivered: Option<String>,
 }
 
 impl BodyExpect {
@@ -175,5 +246,6 @@ impl BodyExpect {
             || !self.absent.is_empty()
             || self.capture.is_some()
             || self.equals.is_some()
+            || self.delivered.is_some()
     }
 }

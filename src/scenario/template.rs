@@ -3,6 +3,8 @@
 //! Parsed at load time (so a typo is a lint error) and expanded at run time
 //! against the scenario's variables. `${n+1}` / `${n-1}` do integer offsets,
 //! which data-independent scenarios need ("one past the last message").
+//! `${'x' * 998}` writes a text many times, for overlong lines without
+//! writing them out.
 
 use crate::secret::Secret;
 use std::collections::BTreeMap;
@@ -44,12 +46,21 @@ pub struct BodyDigest {
 pub struct Vars {
     map: BTreeMap<String, Value>,
     digests: BTreeMap<String, BodyDigest>,
+    /// Messages as sent by SMTP `data:` steps, as bytes (not text: 8-bit
+    /// content must compare exactly).
+    messages: BTreeMap<String, std::sync::Arc<Vec<u8>>>,
 }
 
 impl Vars {
     pub fn set_text(&mut self, name: &str, value: impl Into<String>) {
         self.digests.remove(name);
         self.map.insert(name.to_string(), Value::Text(value.into()));
+    }
+    pub fn set_message(&mut self, name: &str, bytes: Vec<u8>) {
+        self.messages.insert(name.to_string(), std::sync::Arc::new(bytes));
+    }
+    pub fn message(&self, name: &str) -> Option<std::sync::Arc<Vec<u8>>> {
+        self.messages.get(name).cloned()
     }
     pub fn set_digest(&mut self, name: &str, digest: BodyDigest) {
         self.digests.insert(name.to_string(), digest);
@@ -78,6 +89,25 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Most octets one `${'text' * n}` may produce.
+const REPEAT_MAX: usize = 16 * 1024 * 1024;
+
+/// `'text' * n` (the inside of `${...}`) -> text repeated n times.
+fn repeat(inner: &str) -> Result<String, String> {
+    let bad = || format!("`${{{inner}}}`: write a repetition as ${{'text' * 100}}");
+    let body = &inner[1..];
+    let close = body.find('\'').ok_or_else(bad)?;
+    let text = &body[..close];
+    let count = body[close + 1..].trim().strip_prefix('*').ok_or_else(bad)?;
+    let n: usize = count.trim().parse().map_err(|_| bad())?;
+    if text.is_empty() || text.len().saturating_mul(n) > REPEAT_MAX {
+        return Err(format!(
+            "`${{{inner}}}`: the text must be non-empty and the result at most {REPEAT_MAX} octets"
+        ));
+    }
+    Ok(text.repeat(n))
+}
+
 impl Template {
     /// Parse `text`; errors say what is wrong with a reference.
     pub fn parse(text: &str) -> Result<Template, String> {
@@ -91,6 +121,11 @@ impl Template {
                 .find('}')
                 .ok_or_else(|| format!("unclosed `${{` in `{text}`"))?;
             let inner = after[..end].trim();
+            if inner.starts_with('\'') {
+                lit.push_str(&repeat(inner)?);
+                rest = &after[end + 1..];
+                continue;
+            }
             let (name, offset) = match inner.find(['+', '-']) {
                 Some(i) => {
                     let n: i64 = inner[i + 1..].trim().parse().map_err(|_| {
@@ -204,6 +239,15 @@ mod tests {
         v.set_text("msg", "3");
         v.set_text("count", "10");
         assert_eq!(t.expand(&v).unwrap(), "RETR 3 and 9");
+    }
+
+    #[test]
+    fn repeats_text() {
+        let t = Template::parse("NOOP ${'ab' * 3}!").unwrap();
+        assert_eq!(t.expand(&Vars::default()).unwrap(), "NOOP ababab!");
+        assert!(Template::parse("${'ab' 3}").is_err());
+        assert!(Template::parse("${'' * 3}").is_err());
+        assert!(Template::parse("${'x' * 99999999999}").is_err());
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct Conn {
     pub tls_info: Option<TlsInfo>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Our end of the TCP connection (SMTP names itself by it in EHLO).
+    pub local_addr: Option<std::net::SocketAddr>,
 }
 
 impl Conn {
@@ -142,6 +144,7 @@ impl Conn {
         limit: Duration,
     ) -> Result<Conn, WireError> {
         let _ = stream.set_nodelay(true);
+        let local_addr = stream.local_addr().ok();
         let mut conn = Conn {
             stream: Stream::Plain(stream),
             buf: vec![0; INITIAL_BUFFER],
@@ -156,6 +159,7 @@ impl Conn {
             tls_info: None,
             bytes_in: 0,
             bytes_out: 0,
+            local_addr,
         };
         if implicit_tls {
             conn.start_tls().await?;
@@ -173,6 +177,11 @@ impl Conn {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Change the bound on each wait; returns the old one (to restore it).
+    pub fn set_timeout(&mut self, limit: Duration) -> Duration {
+        std::mem::replace(&mut self.timeout, limit)
     }
 
     /// Name what the next reads wait for; it appears in timeout and close errors.

@@ -1,4 +1,6 @@
-//! Targets are URLs: `pop3://host:port` (plain, 110) and `pop3s://host` (implicit TLS, 995).
+//! Targets are URLs: `pop3://host:port` (plain, 110), `pop3s://host` (implicit
+//! TLS, 995), `imap://` (143), `imaps://` (993), `smtp://` (25),
+//! `submission://` (587, STARTTLS expected) and `smtps://` (465).
 
 use crate::scenario::Protocol;
 use std::fmt;
@@ -20,6 +22,9 @@ pub struct Target {
     pub port: u16,
     /// User name given in the URL (`pop3://alice@host`), if any.
     pub user: Option<String>,
+    /// The scheme promises STARTTLS (`submission://`): the run upgrades
+    /// right after the greeting, as with `--starttls`.
+    pub starttls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,7 +33,7 @@ pub enum TargetError {
         "`{0}` is not a target URL; write it like pop3://mail.example.com:110 or pop3s://mail.example.com"
     )]
     NotAUrl(String),
-    #[error("unknown target scheme `{0}://` (known: pop3://, pop3s://, imap://, imaps://)")]
+    #[error("unknown target scheme `{0}://` (known: pop3://, pop3s://, imap://, imaps://, smtp://, submission://, smtps://)")]
     UnknownScheme(String),
     #[error("target `{0}` has no host")]
     NoHost(String),
@@ -46,6 +51,12 @@ impl Target {
             "pop3s" => (Protocol::Pop3, Security::Implicit, 995),
             "imap" => (Protocol::Imap, Security::Plain, 143),
             "imaps" => (Protocol::Imap, Security::Implicit, 993),
+            "smtp" | "submission" => (
+                Protocol::Smtp,
+                Security::Plain,
+                if url.scheme() == "smtp" { 25 } else { 587 },
+            ),
+            "smtps" => (Protocol::Smtp, Security::Implicit, 465),
             other => return Err(TargetError::UnknownScheme(other.to_string())),
         };
         if url.password().is_some() {
@@ -67,6 +78,7 @@ impl Target {
             host,
             port: url.port().unwrap_or(default_port),
             user,
+            starttls: url.scheme() == "submission",
         })
     }
 
@@ -87,6 +99,9 @@ impl fmt::Display for Target {
             (Protocol::Pop3, Security::Implicit) => "pop3s",
             (Protocol::Imap, Security::Plain) => "imap",
             (Protocol::Imap, Security::Implicit) => "imaps",
+            (Protocol::Smtp, Security::Plain) if self.starttls => "submission",
+            (Protocol::Smtp, Security::Plain) => "smtp",
+            (Protocol::Smtp, Security::Implicit) => "smtps",
         };
         write!(f, "{scheme}://{}", self.authority())
     }
@@ -134,6 +149,15 @@ mod tests {
         let t = Target::parse("pop3s://mail.example.com").unwrap();
         assert_eq!((t.security, t.port), (Security::Implicit, 995));
         assert_eq!(Target::parse("pop3://[::1]").unwrap().authority(), "[::1]:110");
+        let t = Target::parse("submission://mx.example").unwrap();
+        assert_eq!(
+            (t.protocol, t.security, t.port, t.starttls),
+            (Protocol::Smtp, Security::Plain, 587, true)
+        );
+        assert_eq!(t.to_string(), "submission://mx.example:587");
+        let t = Target::parse("smtps://mx.example").unwrap();
+        assert_eq!((t.security, t.port, t.starttls), (Security::Implicit, 465, false));
+        assert_eq!(Target::parse("smtp://mx.example").unwrap().port, 25);
         assert_eq!(
             Target::parse("pop3://a%40b.c@h").unwrap().user.as_deref(),
             Some("a@b.c")
