@@ -594,7 +594,11 @@ impl Session {
             }
             Verb::Mail if accepted => {
                 if self.hello.is_none() {
-                    found.push(self.sequence("MAIL was accepted before EHLO or HELO"));
+                    // "to the degree that they cannot be processed": many
+                    // servers (Postfix by default) take MAIL without EHLO.
+                    let mut f = self.sequence("MAIL was accepted before EHLO or HELO");
+                    f.severity = crate::finding::Severity::Should;
+                    found.push(f);
                 } else if self.transaction != Transaction::None {
                     found.push(self.sequence("MAIL was accepted inside a mail transaction (a nested MAIL)"));
                 }

@@ -33,7 +33,8 @@ pub struct BodyMatcher<'e> {
     expect: &'e BodyExpect,
     lines: Option<Vec<Matcher>>,
     each: Option<Matcher>,
-    contains: Vec<(Matcher, bool)>,
+    /// Each `contains` pattern and the captures of the first line it matched.
+    contains: Vec<(Matcher, Option<BTreeMap<String, String>>)>,
     absent: Vec<Matcher>,
     rows: Vec<BTreeMap<String, String>>,
     capture: Option<Vec<u8>>,
@@ -45,10 +46,26 @@ pub struct BodyMatcher<'e> {
     partial: Vec<u8>,
     pub preview: Vec<String>,
     failure: Option<Mismatch>,
+    /// For `delivered:`: the message as sent, and the body as received
+    /// (capped at the sent size plus room for added header fields).
+    delivered: Option<(std::sync::Arc<Vec<u8>>, Vec<u8>, bool)>,
 }
+
+/// Room for the header fields a receiving server adds in front of a message.
+const ADDED_HEADERS_CAP: usize = 256 * 1024;
 
 impl<'e> BodyMatcher<'e> {
     pub fn new(expect: &'e BodyExpect, vars: &Vars) -> Result<Self, String> {
+        let delivered = match &expect.delivered {
+            Some(name) => Some((
+                vars.message(name).ok_or_else(|| {
+                    format!("`delivered: {name}` needs a message sent earlier with `data: {{..., capture: {name}}}`")
+                })?,
+                Vec::new(),
+                false,
+            )),
+            None => None,
+        };
         let compile_all = |v: &[crate::scenario::pattern::Pattern]| {
             v.iter().map(|p| p.compile(vars)).collect::<Result<Vec<_>, _>>()
         };
@@ -58,7 +75,7 @@ impl<'e> BodyMatcher<'e> {
             each: expect.each.as_ref().map(|p| p.compile(vars)).transpose()?,
             contains: compile_all(&expect.contains)?
                 .into_iter()
-                .map(|m| (m, false))
+                .map(|m| (m, None))
                 .collect(),
             absent: compile_all(&expect.absent)?,
             rows: Vec::new(),
@@ -70,11 +87,19 @@ impl<'e> BodyMatcher<'e> {
             partial: Vec::new(),
             preview: Vec::new(),
             failure: None,
+            delivered,
         })
     }
 
     /// One piece of unstuffed content (`complete` when it ends a line).
     pub fn feed(&mut self, content: &[u8], complete: bool) {
+        if let Some((sent, got, overflow)) = &mut self.delivered {
+            if got.len() + content.len() <= sent.len() + ADDED_HEADERS_CAP {
+                got.extend_from_slice(content);
+            } else {
+                *overflow = true;
+            }
+        }
         if let Some(d) = &mut self.digest {
             d.update(content);
             self.total += content.len() as u64;
@@ -138,8 +163,8 @@ impl<'e> BodyMatcher<'e> {
             }
         }
         for (m, seen) in &mut self.contains {
-            if !*seen && m.is_match(text) {
-                *seen = true;
+            if seen.is_none() {
+                *seen = m.matches(text);
             }
         }
         for (k, m) in self.absent.iter().enumerate() {
@@ -227,7 +252,7 @@ impl<'e> BodyMatcher<'e> {
             }
         }
         for (k, (_, seen)) in self.contains.iter().enumerate() {
-            if !seen {
+            if seen.is_none() {
                 let pat = expect.contains[k].display();
                 return Err(Mismatch {
                     message: format!("no body line matches `{pat}`"),
@@ -297,6 +322,15 @@ impl<'e> BodyMatcher<'e> {
         if let Some(name) = &expect.rows {
             vars.set(name, Value::Rows(std::mem::take(&mut self.rows)));
         }
+        // `contains: ["SIZE {limit}"]` keeps what it captured.
+        for (_, caps) in std::mem::take(&mut self.contains) {
+            for (k, v) in caps.unwrap_or_default() {
+                vars.set_text(&k, v);
+            }
+        }
+        if let Some((sent, got, overflow)) = &self.delivered {
+            compare_delivered(sent, got, *overflow)?;
+        }
         Ok(())
     }
 
@@ -306,5 +340,108 @@ impl<'e> BodyMatcher<'e> {
             s.push_str(&format!("\n... ({} more lines)", self.index - self.preview.len()));
         }
         s
+    }
+}
+
+/// The received message must be the sent one, byte for byte, after header
+/// fields the server put in front (Received:, Return-Path:, ...).
+fn compare_delivered(sent: &[u8], got: &[u8], overflow: bool) -> Result<(), Mismatch> {
+    if overflow {
+        return Err(Mismatch {
+            message: format!(
+                "the received message is more than {} KiB longer than the {} octets sent",
+                ADDED_HEADERS_CAP / 1024,
+                sent.len()
+            ),
+            expected: Some(format!("{} octets and added header fields", sent.len())),
+            actual: None,
+        });
+    }
+    if let Some(prefix) = got.strip_suffix(sent) {
+        return match prefix
+            .split_inclusive(|&b| b == b'\n')
+            .find(|l| !is_header_line(l))
+        {
+            None => Ok(()),
+            Some(bad) => Err(Mismatch {
+                message: "the server put something other than header fields in front of the message".into(),
+                expected: Some(
+                    "header fields (Received:, Return-Path:, ...) then the message as sent".into(),
+                ),
+                actual: Some(line_text(bad)),
+            }),
+        };
+    }
+    // Where do they part? Find where the sent message starts (its first
+    // line, after the added headers) and compare forward from there.
+    let first = sent.split_inclusive(|&b| b == b'\n').next().unwrap_or(sent);
+    let start = memchr::memmem::find(got, first).unwrap_or(0);
+    let same = sent.iter().zip(&got[start..]).take_while(|(a, b)| a == b).count();
+    let at = same.min(sent.len().saturating_sub(1));
+    let line_start = sent[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line_no = sent[..line_start].iter().filter(|&&b| b == b'\n').count() + 1;
+    let sent_line = sent[line_start..]
+        .split_inclusive(|&b| b == b'\n')
+        .next()
+        .unwrap_or(&[]);
+    let got_from = (start + line_start).min(got.len());
+    let got_line = got[got_from..]
+        .split_inclusive(|&b| b == b'\n')
+        .next()
+        .unwrap_or(&[]);
+    Err(Mismatch {
+        message: format!(
+            "the received message differs from the one sent at octet {} (line {line_no} of the message; {} octets sent, {} received)",
+            at + 1,
+            sent.len(),
+            got.len()
+        ),
+        expected: Some(crate::finding::escape_bytes(sent_line, 300)),
+        actual: Some(crate::finding::escape_bytes(got_line, 300)),
+    })
+}
+
+/// `Name: value` or a folded continuation line, ending in CRLF.
+fn is_header_line(line: &[u8]) -> bool {
+    if !line.ends_with(b"\r\n") {
+        return false;
+    }
+    if line.starts_with(b" ") || line.starts_with(b"\t") {
+        return true;
+    }
+    match line.iter().position(|&b| b == b':') {
+        Some(i) if i > 0 => line[..i].iter().all(|&b| (33..=126).contains(&b)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivered_allows_added_headers_only() {
+        let sent = b"Subject: x\r\n\r\n..dot\r\nline\r\n";
+        let mut got = b"Received: from a\r\n\tby b\r\nReturn-Path: <x@y>\r\n".to_vec();
+        got.extend_from_slice(sent);
+        assert!(compare_delivered(sent, &got, false).is_ok());
+        assert!(compare_delivered(sent, sent, false).is_ok());
+        let mut bad = b"hello\r\n".to_vec();
+        bad.extend_from_slice(sent);
+        assert!(compare_delivered(sent, &bad, false)
+            .unwrap_err()
+            .message
+            .contains("other than header"));
+        assert!(compare_delivered(sent, &got, true).is_err());
+    }
+
+    #[test]
+    fn delivered_names_the_first_difference() {
+        let sent = b"Subject: x\r\n\r\n..dot\r\nline\r\n";
+        let got = b"Received: a\r\nSubject: x\r\n\r\n...dot\r\nline\r\n";
+        let e = compare_delivered(sent, got, false).unwrap_err();
+        assert!(e.message.contains("line 3"), "{}", e.message);
+        assert_eq!(e.expected.as_deref(), Some("..dot\\r\\n"));
+        assert_eq!(e.actual.as_deref(), Some("...dot\\r\\n"));
     }
 }

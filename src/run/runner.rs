@@ -710,7 +710,14 @@ impl<'a> Run<'a> {
             (_, Err(e)) => Err(e),
             (kind, Ok(())) => match kind {
                 StepKind::Exchange(x) => self.exchange(x).await,
-                StepKind::Login { user, password } => self.login(user.as_ref(), password.as_ref()).await,
+                StepKind::Login {
+                    optional: true,
+                    user,
+                    password,
+                } if self.smtp.is_some() => {
+                    self.smtp_login_if_offered(user.as_ref(), password.as_ref()).await
+                }
+                StepKind::Login { user, password, .. } => self.login(user.as_ref(), password.as_ref()).await,
                 StepKind::Apop => self.apop().await,
                 StepKind::Pipeline(xs) if self.smtp.is_some() => self.smtp_pipeline(xs).await,
                 StepKind::Pipeline(xs) => match self.imap.is_some() {

@@ -504,6 +504,34 @@ impl Run<'_> {
         self.smtp_auth(mech, user, password, None).await
     }
 
+    /// `login: {optional: true}`: AUTH when the server offers it and the
+    /// run has credentials, else a note and on.
+    pub(crate) async fn smtp_login_if_offered(
+        &mut self,
+        user: Option<&Template>,
+        password: Option<&Template>,
+    ) -> Result<(), Stop> {
+        let offered = !self.smtp_conn()?.session.auth_mechanisms().is_empty();
+        let creds = self.config.user.is_some() && self.config.password.is_some();
+        match (offered, creds) {
+            (true, true) => self.smtp_login(user, password).await,
+            (false, _) => {
+                self.record(
+                    Direction::Note,
+                    "the server offers no AUTH here: going on without it",
+                );
+                Ok(())
+            }
+            (true, false) => {
+                self.record(
+                    Direction::Note,
+                    "AUTH is offered but the run has no credentials: going on without it",
+                );
+                Ok(())
+            }
+        }
+    }
+
     /// DATA, then the message (dot-stuffed, or raw bytes exactly), then the
     /// reply to its end; after raw bytes, listen for replies nobody asked for.
     pub(crate) async fn smtp_data(&mut self, d: &DataStep) -> Result<(), Stop> {

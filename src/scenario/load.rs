@@ -144,6 +144,8 @@ struct RawRetry {
 struct RawLogin {
     user: Option<String>,
     password: Option<String>,
+    #[serde(default)]
+    optional: bool,
 }
 
 #[derive(Deserialize)]
@@ -429,7 +431,7 @@ fn convert(ctx: &Ctx, raw: RawScenario) -> Result<Scenario, LoadError> {
         steps,
     };
     if !scenario.sends {
-        if let Some(pos) = sends_mail(&scenario, &scenario.steps) {
+        if let Some(pos) = sends_mail(&scenario.steps) {
             return Err(ctx.err(
                 pos.line,
                 pos.column,
@@ -597,9 +599,15 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
             body,
         }))
     } else if let Some(l) = raw.login {
+        if l.optional && ctx.protocol != Protocol::Smtp {
+            return Err(fail(
+                "`login: {optional: true}` is for SMTP (AUTH when offered)".into(),
+            ));
+        }
         StepKind::Login {
             user: l.user.as_deref().map(template).transpose()?,
             password: l.password.as_deref().map(template).transpose()?,
+            optional: l.optional,
         }
     } else if raw.apop.is_some() {
         StepKind::Apop
@@ -763,19 +771,19 @@ fn reply_pattern(raw: Option<RawReply>) -> Result<Option<Pattern>, String> {
     }
 }
 
-/// Where a scenario first sends mail: a `data:` step, or `C: DATA` / `BDAT`
-/// on an SMTP session.
-fn sends_mail(scenario: &Scenario, steps: &[Step]) -> Option<Position> {
+/// Where a scenario first sends mail: a `data:` step, or a `send:` step
+/// whose bytes hold an end-of-data line (after a `C: DATA` of its own).
+/// A bare `C: DATA` sends nothing: without data it completes no transaction.
+fn sends_mail(steps: &[Step]) -> Option<Position> {
     for s in steps {
-        let smtp = scenario.session_protocol(s.session.as_deref().unwrap_or("main")) == Protocol::Smtp;
         let found = match &s.kind {
             StepKind::Data(_) => true,
-            StepKind::Exchange(x) if smtp => {
-                let verb = x.command.source.split_whitespace().next().unwrap_or("");
-                verb.eq_ignore_ascii_case("DATA") || verb.eq_ignore_ascii_case("BDAT")
+            StepKind::Send { bytes, .. } => {
+                let b = bytes.source.as_bytes();
+                memchr::memmem::find(b, b"\n.\r\n").is_some() || memchr::memmem::find(b, b"\n.\n").is_some()
             }
             StepKind::ForEach { steps, .. } | StepKind::Retry { steps, .. } => {
-                if let Some(p) = sends_mail(scenario, steps) {
+                if let Some(p) = sends_mail(steps) {
                     return Some(p);
                 }
                 false

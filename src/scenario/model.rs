@@ -128,10 +128,15 @@ pub struct Step {
 pub enum StepKind {
     /// `C:` a command, optionally `S:` its expected status line and `body:`.
     Exchange(Box<Exchange>),
-    /// Log in with the run's credentials (POP3: USER/PASS; IMAP: LOGIN).
+    /// Log in with the run's credentials (POP3: USER/PASS; IMAP: LOGIN;
+    /// SMTP: AUTH with the best mechanism offered).
     Login {
         user: Option<Template>,
         password: Option<Template>,
+        /// SMTP: only when the server offers AUTH and the run has
+        /// credentials; otherwise go on unauthenticated (for scenarios that
+        /// run against relay and submission ports alike).
+        optional: bool,
     },
     /// Log in with APOP using the greeting's timestamp.
     Apop,
