@@ -178,10 +178,12 @@ chmod 0644 "$DIR/cert.pem"
 # name:password:uid:gid:gecos:home:shell  (passwd-file, scheme PLAIN)
 # "selfcheck" (empty INBOX) is only used by the login self-check below, so
 # that alice's and bob's mailboxes are untouched (e.g. \Recent) when tests run.
-declare -A PASSWORDS=([alice]=alice-secret-pw [bob]=bob-secret-pw [selfcheck]=selfcheck-pw)
+# "carol" (empty INBOX) receives the mail the SMTP tests send through Postfix,
+# so deliveries never change what the POP3/IMAP tests count.
+declare -A PASSWORDS=([alice]=alice-secret-pw [bob]=bob-secret-pw [carol]=carol-secret-pw [selfcheck]=selfcheck-pw)
 USERS=(alice bob)
 : > "$DIR/users"
-for u in "${USERS[@]}" selfcheck; do
+for u in "${USERS[@]}" carol selfcheck; do
   printf '%s:{PLAIN}%s:%s:%s::%s::\n' "$u" "${PASSWORDS[$u]}" "$MAIL_UID" "$MAIL_GID" "$DIR/mail/$u" >> "$DIR/users"
 done
 chmod 0644 "$DIR/users"
@@ -244,7 +246,9 @@ for u in "${USERS[@]}"; do
   done
   printf '%s' "$uidlist" > "$md/dovecot-uidlist"
 done
-mkdir -p "$DIR/mail/selfcheck/Maildir/cur" "$DIR/mail/selfcheck/Maildir/new" "$DIR/mail/selfcheck/Maildir/tmp"
+for u in selfcheck carol; do
+  mkdir -p "$DIR/mail/$u/Maildir/cur" "$DIR/mail/$u/Maildir/new" "$DIR/mail/$u/Maildir/tmp"
+done
 chown -R "$MAIL_UID:$MAIL_GID" "$DIR/mail"
 chmod -R go-rwx "$DIR/mail"
 
@@ -450,6 +454,8 @@ MAILCHECK_DOVECOT_USER=alice
 MAILCHECK_DOVECOT_PASSWORD=${PASSWORDS[alice]}
 MAILCHECK_DOVECOT_USER2=bob
 MAILCHECK_DOVECOT_PASSWORD2=${PASSWORDS[bob]}
+MAILCHECK_DOVECOT_USER3=carol
+MAILCHECK_DOVECOT_PASSWORD3=${PASSWORDS[carol]}
 MAILCHECK_DOVECOT_MESSAGES=$DIR/messages.tsv
 MAILCHECK_DOVECOT_PID=$PID
 EOF

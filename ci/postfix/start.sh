@@ -360,6 +360,13 @@ smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 smtpd_recipient_restrictions = reject_unlisted_recipient
 smtpd_reject_unlisted_recipient = yes
 unknown_virtual_mailbox_reject_code = 550
+# Hardening the bundled suite expects: a session starts with EHLO/HELO, and
+# a bare LF never ends message data (without it, Postfix 3.7 takes
+# LF.CRLF as the end: SMTP smuggling, CVE-2023-51764, which mailcheck's
+# data-lf-dot-is-not-the-end scenario reports).
+smtpd_helo_required = yes
+smtpd_forbid_bare_newline = yes
+smtpd_forbid_bare_newline_exclusions =
 
 # Tuned for tests and benchmarks: no penalties, no throttling.
 smtpd_error_sleep_time = 0
