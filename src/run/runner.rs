@@ -813,6 +813,7 @@ impl<'a> Run<'a> {
             StepKind::Data(d) => match &d.message {
                 crate::scenario::MessageSource::Text(_) => "DATA and a message".into(),
                 crate::scenario::MessageSource::Raw(_) => "DATA and raw message bytes".into(),
+                crate::scenario::MessageSource::File(p) => format!("DATA and the message in {}", p.display()),
             },
             StepKind::Send { bytes, .. } => format!("send `{}`", bytes.source.escape_debug()),
             StepKind::Retry { within, .. } => format!("retry for up to {} s", within.as_secs_f64()),

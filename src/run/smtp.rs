@@ -23,6 +23,8 @@ const LINES_SHOWN: usize = 40;
 const MESSAGE_LINES_SHOWN: usize = 8;
 /// How much message text is stuffed and written at once.
 const SEND_CHUNK: usize = 256 * 1024;
+/// Largest message file `capture:` keeps in memory.
+const KEEP_CAP: usize = 64 * 1024 * 1024;
 /// How long to listen for replies nobody asked for (after raw data, or
 /// after a STARTTLS with a command injected behind it).
 const QUIET_GRACE: Duration = Duration::from_secs(1);
@@ -573,6 +575,19 @@ impl Run<'_> {
                 }
                 (octets, None)
             }
+            MessageSource::File(path) => {
+                let (octets, longest, kept) = self.send_file(path, d.capture.is_some()).await?;
+                if longest > smtp::TEXT_LINE_MAX {
+                    self.record(
+                        Direction::Note,
+                        &format!("the message has a {longest}-octet line, over the {} of RFC 5321 section 4.5.3.1.6 (on purpose?)", smtp::TEXT_LINE_MAX),
+                    );
+                }
+                if let (Some(name), Some(bytes)) = (&d.capture, kept) {
+                    self.vars.set_message(name, bytes);
+                }
+                (octets, None)
+            }
             MessageSource::Raw(t) => {
                 let bytes = t.expand(&self.vars).map_err(Stop::Error)?.into_bytes();
                 self.show_message(&bytes);
@@ -619,6 +634,50 @@ impl Run<'_> {
             }
         }
         self.finish_step(mismatch)
+    }
+
+    /// Stream a message file from disk, stuffed; with `keep`, also return
+    /// it normalised (for `delivered:`), up to [`KEEP_CAP`] octets.
+    async fn send_file(
+        &mut self,
+        path: &std::path::Path,
+        keep: bool,
+    ) -> Result<(u64, usize, Option<Vec<u8>>), Stop> {
+        use tokio::io::AsyncReadExt;
+        let shown = path.display().to_string();
+        let fail = |e: std::io::Error| Stop::Error(format!("cannot read the message file {shown}: {e}"));
+        let mut file = tokio::fs::File::open(path).await.map_err(fail)?;
+        let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        self.record(
+            Direction::Client,
+            &format!("<message from {shown}: {size} octets>"),
+        );
+        let mut stuffer = DotStuffer::new();
+        let mut buf = vec![0u8; SEND_CHUNK];
+        let mut out = Vec::with_capacity(SEND_CHUNK + SEND_CHUNK / 16);
+        let mut kept = keep.then(Vec::new);
+        loop {
+            let n = file.read(&mut buf).await.map_err(fail)?;
+            if n == 0 {
+                break;
+            }
+            stuffer.feed(&buf[..n], &mut out);
+            if let Some(k) = &mut kept {
+                if k.len() + n <= KEEP_CAP {
+                    k.extend_from_slice(&buf[..n]);
+                } else {
+                    return Err(Stop::Error(format!(
+                        "`capture:` keeps messages up to {} MiB; {shown} is larger",
+                        KEEP_CAP / (1024 * 1024)
+                    )));
+                }
+            }
+            self.conn()?.send(&out).await?;
+            out.clear();
+        }
+        let (octets, longest) = stuffer.finish(&mut out);
+        self.conn()?.send(&out).await?;
+        Ok((octets, longest, kept.map(|k| smtp::normalise_crlf(&k))))
     }
 
     /// Show the start of a message in the transcript and its size.

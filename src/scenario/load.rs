@@ -126,6 +126,7 @@ struct RawAuth {
 struct RawData {
     text: Option<String>,
     raw: Option<String>,
+    file: Option<String>,
     capture: Option<String>,
 }
 
@@ -630,12 +631,19 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
             reply: reply_pattern(raw.s).map_err(fail)?,
         }
     } else if let Some(d) = raw.data {
-        let message = match (d.text, d.raw) {
-            (Some(t), None) => MessageSource::Text(template(&t)?),
-            (None, Some(r)) => MessageSource::Raw(template(&r)?),
+        let message = match (d.text, d.raw, d.file) {
+            (Some(t), None, None) => MessageSource::Text(template(&t)?),
+            (None, Some(r), None) => MessageSource::Raw(template(&r)?),
+            (None, None, Some(f)) => {
+                let path = ctx.path.parent().unwrap_or(Path::new(".")).join(&f);
+                if !path.is_file() {
+                    return Err(fail(format!("`data: {{file: {f}}}`: no such file {}", path.display())));
+                }
+                MessageSource::File(path)
+            }
             _ => {
                 return Err(fail(
-                    "`data` takes `text` (stuffed for you) or `raw` (sent exactly), not both".into(),
+                    "`data` takes one of `text` (stuffed for you), `file` (the same, from disk) or `raw` (sent exactly)".into(),
                 ))
             }
         };

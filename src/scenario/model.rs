@@ -203,6 +203,9 @@ pub enum MessageSource {
     /// Bytes written exactly as given after the 354, terminator included:
     /// to see what a server does with bare LF, `\n.\n` or overlong lines.
     Raw(Template),
+    /// A file (path resolved against the scenario's folder), streamed from
+    /// disk: line ends become CRLF and lines are dot-stuffed, as for `Text`.
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
