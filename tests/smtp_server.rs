@@ -4,6 +4,9 @@
 //! `smtp-*` fault's effect on the wire, and robustness against silent or
 //! abusive clients.
 
+mod common;
+
+use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -1364,5 +1367,65 @@ fn every_smtp_fault_has_a_wire_test() {
     for fault in smtp {
         let test = format!("fn fault_{}()", fault.name().replace('-', "_"));
         assert!(source.contains(&test), "{fault} has no test here");
+    }
+}
+
+/// `mailcheck serve smtp` with all three listeners, checked by the probe
+/// (greeting, EHLO, STARTTLS or implicit TLS, AUTH, QUIT) on each.
+#[test]
+fn serve_smtp_and_probe_it_end_to_end() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailcheck"))
+        .args([
+            "serve",
+            "smtp",
+            "--listen",
+            "127.0.0.1:0",
+            "--submission-listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mailcheck serve smtp");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut urls = Vec::new();
+    for line in lines.by_ref().take(3) {
+        let line = line.expect("a line");
+        urls.push(
+            line.trim_start_matches("listening: ")
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    let schemes: Vec<&str> = urls.iter().map(|u| u.split("://").next().unwrap_or("")).collect();
+    assert_eq!(schemes, ["smtp", "submission", "smtps"], "{urls:?}");
+    let mut args = vec!["probe"];
+    args.extend(urls.iter().map(String::as_str));
+    args.extend(["--insecure", "--user", "alice", "--json"]);
+    let out = common::mailcheck_env(
+        &args,
+        &[("MAILCHECK_PASSWORD", "alice-demo-pw")],
+        Duration::from_secs(60),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!out.all().contains("alice-demo-pw"));
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let endpoints = json["endpoints"].as_array().expect("endpoints");
+    assert_eq!(endpoints.len(), 3, "{json}");
+    for ep in endpoints {
+        let login = ep["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["layer"] == "login")
+            .expect("a login check");
+        assert_eq!(login["mark"], "ok", "{ep}");
     }
 }
