@@ -76,7 +76,7 @@ pub struct ServerConfig {
     pub smtps_listen: Option<SocketAddr>,
     /// The SMTP SIZE limit (RFC 1870) in octets of message text: EHLO
     /// announces it, MAIL FROM with a larger SIZE= and larger messages get
-    /// 552.
+    /// 552. Give a positive value: `SIZE 0` would announce no limit.
     pub smtp_max_message_size: usize,
     /// IMAP on a plaintext connection (before STARTTLS) advertises
     /// LOGINDISABLED and refuses LOGIN and AUTHENTICATE PLAIN, like servers

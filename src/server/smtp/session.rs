@@ -355,9 +355,14 @@ impl Session {
     }
 
     fn hello(&mut self, args: &str, extended: bool, out: &mut Vec<u8>) {
-        // One token (a domain or address literal), no longer than a domain
-        // may be, so it can be echoed and put in Received headers safely.
-        if args.is_empty() || args.contains([' ', '\t']) || args.len() > 255 {
+        // A domain or address literal (RFC 5321 4.1.1.1), leniently: the
+        // underscores of Windows host names are let through, but nothing
+        // that could change the meaning of the Received field it goes into
+        // (no space, `(`, `;`, quotes), and no longer than a domain may be.
+        let name_ok = args
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+        if args.is_empty() || !name_ok || args.len() > 255 {
             let verb = if extended { "EHLO" } else { "HELO" };
             self.reply(out, 501, "5.5.4", &format!("Syntax: {verb} hostname"));
             return;
@@ -908,6 +913,11 @@ mod tests {
         let mut s = session(Port::Relay, Faults::none());
         assert_eq!(code(&say(&mut s, "EHLO")), "501");
         assert_eq!(code(&say(&mut s, "EHLO two words")), "501");
+        assert_eq!(code(&say(&mut s, "EHLO x;by")), "501");
+        assert_eq!(code(&say(&mut s, "HELO (x)")), "501");
+        assert_eq!(code(&say(&mut s, &format!("EHLO {}", "a".repeat(256)))), "501");
+        assert_eq!(code(&say(&mut s, "HELO MY_PC")), "250");
+        assert_eq!(code(&say(&mut s, "HELO [IPv6:::1]")), "250");
         assert_eq!(code(&say(&mut s, "XYZZY")), "500");
         assert_eq!(code(&say(&mut s, "")), "500");
         assert_eq!(code(&say(&mut s, "BDAT 10 LAST")), "502");
@@ -1110,6 +1120,71 @@ mod tests {
         assert!(!ehlo(Fault::SmtpBareLf).contains('\r'));
         let mut s = session(Port::Smtps, Fault::SmtpStarttlsStillAdvertised.into());
         assert!(say(&mut s, "EHLO c.example").contains("250-STARTTLS\r\n"));
+    }
+
+    /// Every mode gets arbitrary lines, over-long lines and TLS resets; no
+    /// input may panic, and every reply stays well-formed.
+    #[test]
+    fn arbitrary_input_in_every_mode() {
+        let words: &[&[u8]] = &[
+            b"EHLO x",
+            b"HELO y",
+            b"MAIL FROM:<a@b.example> SIZE=10",
+            b"RCPT TO:<alice@localhost>",
+            b"RCPT TO:<Postmaster>",
+            b"DATA",
+            b".",
+            b"..",
+            b"AUTH PLAIN",
+            b"AUTH LOGIN",
+            b"AUTH CRAM-MD5",
+            b"AUTH PLAIN =",
+            b"YWxpY2U=",
+            b"*",
+            b"=",
+            b"STARTTLS",
+            b"RSET",
+            b"QUIT",
+            b"\xff\x00\r",
+        ];
+        let mut state: u64 = 0x0123_4567_89ab_cdef;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for port in [Port::Relay, Port::Submission, Port::Smtps] {
+            let mut s = session(port, Faults::none().with(Fault::SmtpAuthInCleartext));
+            for _ in 0..5000 {
+                let n = next();
+                let mut out = Vec::new();
+                let action = match n % 10 {
+                    0 => s.feed(Input::TooLong { crlf: n % 4 == 0 }, &mut out),
+                    1 => {
+                        s.tls_started();
+                        Action::Continue
+                    }
+                    2 => {
+                        let junk: Vec<u8> = (0..next() % 80).map(|_| (next() % 256) as u8).collect();
+                        s.feed(Input::Line(&[&junk[..], b"\r\n"].concat()), &mut out)
+                    }
+                    _ => {
+                        let word = words[(next() % words.len() as u64) as usize];
+                        let eol: &[u8] = if n % 5 == 0 { b"\n" } else { b"\r\n" };
+                        s.feed(Input::Line(&[word, eol].concat()), &mut out)
+                    }
+                };
+                assert!(matches!(
+                    action,
+                    Action::Continue | Action::Close | Action::StartTls
+                ));
+                for line in out.split_inclusive(|b| *b == b'\n') {
+                    assert!(line.ends_with(b"\r\n") && line.len() <= 512, "{line:?}");
+                    assert!(line[..3].iter().all(u8::is_ascii_digit), "{line:?}");
+                }
+            }
+        }
     }
 
     #[test]
