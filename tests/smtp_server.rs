@@ -922,9 +922,18 @@ async fn silent_stalled_and_abusive_clients_do_not_wedge_the_server() {
     let mut t = smtps(&srv).await;
     assert!(t.cmd("NOOP").await.starts_with("250"));
 
+    // Idle sessions are told why before they are closed.
+    for (name, mut c) in [("silent", silent), ("mid-data", mid_data)] {
+        let mut rest = Vec::new();
+        let read = timeout(WAIT, c.io.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "{name}: the server closes it");
+        assert_eq!(
+            String::from_utf8_lossy(&rest),
+            "421 4.4.2 mailcheck.local idle timeout, closing connection\r\n",
+            "{name}"
+        );
+    }
     for (name, stream) in [
-        ("silent", silent.io.into_inner()),
-        ("mid-data", mid_data.io.into_inner()),
         ("stalled TLS", stalled_tls),
         ("garbage TLS", garbage_tls),
         ("mid-handshake", mid_handshake.io.into_inner()),

@@ -128,7 +128,9 @@ enum Read {
     Line(Range<usize>),
     /// A longer line, discarded up to its LF.
     TooLong { crlf: bool },
-    /// EOF, an error or the idle timeout.
+    /// The idle timeout passed before the line was complete.
+    TimedOut,
+    /// EOF or an error.
     Closed,
 }
 
@@ -215,7 +217,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             self.input.reserve(READ_CHUNK);
             match timeout_at(deadline, self.stream.read_buf(&mut self.input)).await {
                 Ok(Ok(n)) if n > 0 => {}
-                _ => return Read::Closed,
+                Ok(_) => return Read::Closed,
+                Err(_) => return Read::TimedOut,
             }
         }
     }
@@ -298,6 +301,11 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         let written = io.out.len();
         let action = match io.read_line(session.line_limit()).await {
             Read::Closed => return Next::Close,
+            Read::TimedOut => {
+                session.timed_out(&mut io.out);
+                io.flush().await;
+                return Next::Close;
+            }
             Read::Line(range) => session.feed(Input::Line(&io.input[range]), &mut io.out),
             Read::TooLong { crlf } => session.feed(Input::TooLong { crlf }, &mut io.out),
         };

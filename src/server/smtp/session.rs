@@ -265,6 +265,13 @@ impl Session {
         }
     }
 
+    /// The last words before the server drops an idle client (RFC 5321
+    /// 4.5.3.2 lets it; 421 says the channel is being closed).
+    pub(super) fn timed_out(&self, out: &mut Vec<u8>) {
+        let text = format!("{HOSTNAME} idle timeout, closing connection");
+        self.reply(out, 421, "4.4.2", &text);
+    }
+
     /// Handles one line of input and appends the reply (if any) to `out`.
     pub(super) fn feed(&mut self, input: Input<'_>, out: &mut Vec<u8>) -> Action {
         match std::mem::replace(&mut self.mode, Mode::Command) {
