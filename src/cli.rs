@@ -159,6 +159,7 @@ pub struct OutputArgs {
 pub enum ServeProtocol {
     Pop3,
     Imap,
+    Smtp,
 }
 
 #[derive(Debug, Args)]
@@ -167,12 +168,16 @@ pub struct ServeArgs {
     #[arg(value_enum)]
     pub protocol: ServeProtocol,
     /// Plain listener (with STLS / STARTTLS); port 0 picks a free port.
-    /// Default 127.0.0.1:10110 for pop3, 127.0.0.1:10143 for imap.
+    /// Default 127.0.0.1:10110 for pop3, 127.0.0.1:10143 for imap,
+    /// 127.0.0.1:10025 for smtp (relay-style: local delivery without AUTH).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Implicit-TLS listener (POP3S / IMAPS), off unless given.
+    /// Implicit-TLS listener (POP3S / IMAPS / SMTPS submission), off unless given.
     #[arg(long, value_name = "ADDR")]
     pub tls_listen: Option<String>,
+    /// smtp only: a submission listener (STARTTLS, then AUTH before MAIL), off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub submission_listen: Option<String>,
     /// Misbehave on purpose (repeatable); `--fault list` shows the names.
     #[arg(long = "fault", value_name = "NAME")]
     pub faults: Vec<String>,

@@ -30,7 +30,7 @@ fn wants_fault_list(names: &[String]) -> bool {
 fn print_fault_list() -> ExitCode {
     println!("faults of the embedded server (--fault NAME, repeatable):");
     for f in Fault::ALL {
-        println!("  {:<24} {}", f.name(), f.describe());
+        println!("  {:<30} {}", f.name(), f.describe());
     }
     ExitCode::SUCCESS
 }
@@ -56,6 +56,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, AppError> {
     let default = match args.protocol {
         ServeProtocol::Pop3 => "127.0.0.1:10110",
         ServeProtocol::Imap => "127.0.0.1:10143",
+        ServeProtocol::Smtp => "127.0.0.1:10025",
     };
     let plain = Some(addr(args.listen.as_deref().unwrap_or(default), "--listen")?);
     let tls = args
@@ -63,15 +64,26 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, AppError> {
         .as_deref()
         .map(|a| addr(a, "--tls-listen"))
         .transpose()?;
-    (
-        config.pop3_listen,
-        config.pop3s_listen,
-        config.imap_listen,
-        config.imaps_listen,
-    ) = match args.protocol {
-        ServeProtocol::Pop3 => (plain, tls, None, None),
-        ServeProtocol::Imap => (None, None, plain, tls),
-    };
+    let submission = args
+        .submission_listen
+        .as_deref()
+        .map(|a| addr(a, "--submission-listen"))
+        .transpose()?;
+    if submission.is_some() && args.protocol != ServeProtocol::Smtp {
+        return Err(AppError::Usage(
+            "--submission-listen is only for `mailcheck serve smtp`".into(),
+        ));
+    }
+    // `ServerConfig::new` turns the POP3 listeners on; only the asked
+    // protocol's listeners should run.
+    (config.pop3_listen, config.pop3s_listen) = (None, None);
+    match args.protocol {
+        ServeProtocol::Pop3 => (config.pop3_listen, config.pop3s_listen) = (plain, tls),
+        ServeProtocol::Imap => (config.imap_listen, config.imaps_listen) = (plain, tls),
+        ServeProtocol::Smtp => {
+            (config.smtp_listen, config.submission_listen, config.smtps_listen) = (plain, submission, tls)
+        }
+    }
     config.faults = faults;
     config.apop = !args.no_apop;
     if let Some(path) = &args.cert_out {
@@ -92,8 +104,22 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, AppError> {
     if let Some(a) = running.imaps_addr {
         println!("listening: imaps://{a}");
     }
+    if let Some(a) = running.smtp_addr {
+        println!("listening: smtp://{a} (STARTTLS available; AUTH after STARTTLS; local mail needs no AUTH)");
+    }
+    if let Some(a) = running.submission_addr {
+        println!("listening: submission://{a} (STARTTLS, then AUTH before MAIL)");
+    }
+    if let Some(a) = running.smtps_addr {
+        println!("listening: smtps://{a} (AUTH before MAIL)");
+    }
     let users: Vec<&str> = FIXTURE_USERS.iter().map(|(u, _)| *u).collect();
     println!("users: {} (each password is NAME-demo-pw)", users.join(", "));
+    if args.protocol == ServeProtocol::Smtp {
+        println!(
+            "mail to USER@localhost, USER@mailcheck.local or USER@example.test is delivered to USER's INBOX"
+        );
+    }
     if let Some(path) = &args.cert_out {
         println!("certificate: {} (pass it with --cacert)", path.display());
     }

@@ -139,6 +139,72 @@ faults! {
     /// IMAP: LOGOUT without BYE.
     ImapNoByeOnLogout = "imap-no-bye-on-logout":
         "IMAP: LOGOUT is answered with the tagged OK only, without the untagged BYE",
+    /// SMTP: the greeting has no reply code.
+    SmtpBadGreeting = "smtp-bad-greeting":
+        "SMTP: the greeting is `mailcheck.local ESMTP ...` without the 220 code",
+    /// SMTP: a multi-line EHLO reply changes its code midway.
+    SmtpMultilineCodeMismatch = "smtp-multiline-code-mismatch":
+        "SMTP: one EHLO continuation line carries 251 instead of 250 (251-PIPELINING)",
+    /// SMTP: an EHLO line has neither `-` nor space after the code.
+    SmtpBadSeparator = "smtp-bad-separator":
+        "SMTP: the EHLO SIZE line is sent as `250SIZE n`, without `-` or space after the code",
+    /// SMTP: replies end in LF instead of CRLF.
+    SmtpBareLf = "smtp-bare-lf":
+        "SMTP: all reply lines end in a bare LF instead of CRLF",
+    /// SMTP: the EHLO reply exceeds the 512-octet reply line limit.
+    SmtpLongReply = "smtp-long-reply":
+        "SMTP: the first EHLO reply line is padded to 600 octets (limit is 512)",
+    /// SMTP: enhanced status codes disagree with the reply class.
+    SmtpEnhancedClassMismatch = "smtp-enhanced-class-mismatch":
+        "SMTP: 5xx replies carry a 2.x.x enhanced code (550 2.1.1 for an unknown recipient)",
+    /// SMTP: transaction commands out of order are accepted.
+    SmtpOutOfOrderOk = "smtp-out-of-order-ok":
+        "SMTP: RCPT before MAIL gets 250 and DATA before RCPT gets 354 instead of 503",
+    /// SMTP: RSET does not reset the transaction.
+    SmtpRsetIgnored = "smtp-rset-ignored":
+        "SMTP: RSET answers 250 but keeps the transaction (the next MAIL gets 503)",
+    /// SMTP: STARTTLS does not reset the session.
+    SmtpStarttlsKeepsState = "smtp-starttls-keeps-state":
+        "SMTP: after STARTTLS the session keeps its EHLO (MAIL without a new EHLO gets 250)",
+    /// SMTP: STARTTLS is offered on a connection that already has TLS.
+    SmtpStarttlsStillAdvertised = "smtp-starttls-still-advertised":
+        "SMTP: EHLO lists STARTTLS even when TLS is already active",
+    /// SMTP: plaintext pipelined after STARTTLS runs inside the TLS session.
+    SmtpStarttlsInjection = "smtp-starttls-injection":
+        "SMTP: commands sent after STARTTLS before the handshake are executed after it (CVE-2011-0411)",
+    /// SMTP: the server sends plaintext after its STARTTLS reply.
+    SmtpStarttlsEarlyData = "smtp-starttls-early-data":
+        "SMTP: an extra plaintext line follows the 220 to STARTTLS, before the handshake",
+    /// SMTP: AUTH works without TLS.
+    SmtpAuthInCleartext = "smtp-auth-in-cleartext":
+        "SMTP: AUTH is advertised and accepted before STARTTLS (relay and submission ports)",
+    /// SMTP: any password is accepted.
+    SmtpAuthBadOk = "smtp-auth-bad-ok":
+        "SMTP: AUTH with a wrong password (for an existing user) gets 235",
+    /// SMTP: the SIZE limit is not enforced.
+    SmtpSizeIgnored = "smtp-size-ignored":
+        "SMTP: MAIL FROM with SIZE= over the limit gets 250 and oversized messages are delivered",
+    /// SMTP: DATA ends at a bare-LF dot line: the SMTP smuggling bug.
+    SmtpLfDotEndsData = "smtp-lf-dot-ends-data":
+        "SMTP: `\\n.\\n` or `\\n.\\r\\n` ends DATA, so what follows runs as commands (SMTP smuggling)",
+    /// SMTP: dot-stuffing is not undone.
+    SmtpNoDotUnstuff = "smtp-no-dot-unstuff":
+        "SMTP: delivered messages keep the extra leading dot of stuffed lines",
+    /// SMTP: 8-bit content is mangled.
+    SmtpStrip8bit = "smtp-strip-8bit":
+        "SMTP: the 8th bit of every body octet is cleared on delivery",
+    /// SMTP: QUIT does not close the connection.
+    SmtpQuitStaysOpen = "smtp-quit-stays-open":
+        "SMTP: QUIT gets 221 but the server keeps the connection open",
+    /// SMTP: pipelined commands are lost.
+    SmtpPipeliningDrops = "smtp-pipelining-drops":
+        "SMTP: only the first command of a pipelined batch is answered; the rest of the input is dropped",
+    /// SMTP: the server never greets.
+    SmtpNoGreeting = "smtp-no-greeting":
+        "SMTP: the server accepts the connection and never sends the 220 greeting",
+    /// SMTP: unknown commands are accepted.
+    SmtpUnknownOk = "smtp-unknown-ok":
+        "SMTP: unknown commands are answered 250 instead of 500",
 }
 
 impl fmt::Display for Fault {
@@ -162,14 +228,14 @@ impl FromStr for Fault {
     }
 }
 
-// `Faults` is a `u64` bit set: one more fault than fits must not compile.
-const _: () = assert!(Fault::ALL.len() <= u64::BITS as usize);
+// `Faults` is a `u128` bit set: one more fault than fits must not compile.
+const _: () = assert!(Fault::ALL.len() <= u128::BITS as usize);
 
 /// A set of [`Fault`]s; faults compose freely.
 ///
 /// A bit set so it is `Copy` and cheap to consult on every reply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Faults(u64);
+pub struct Faults(u128);
 
 impl Faults {
     /// The correct server: no faults.
@@ -177,8 +243,8 @@ impl Faults {
         Faults(0)
     }
 
-    fn bit(fault: Fault) -> u64 {
-        1u64 << (fault as u32)
+    fn bit(fault: Fault) -> u128 {
+        1u128 << (fault as u32)
     }
 
     pub fn contains(&self, fault: Fault) -> bool {
@@ -272,14 +338,20 @@ mod tests {
             assert_eq!(f.to_string().parse::<Fault>().ok(), Some(*f));
             assert!(!f.describe().is_empty());
         }
-        assert_eq!(Fault::ALL.len(), 35);
+        assert_eq!(Fault::ALL.len(), 57);
     }
 
     #[test]
     fn names_are_unique_kebab_case() {
         let mut names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
         for n in &names {
-            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '-'), "{n}");
+            // Digits are allowed (`smtp-strip-8bit`); a name starts with a letter.
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && n.starts_with(|c: char| c.is_ascii_lowercase()),
+                "{n}"
+            );
         }
         names.sort_unstable();
         names.dedup();

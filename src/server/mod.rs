@@ -1,6 +1,8 @@
 //! The embedded reference mail server: a correct POP3 server (RFC 1939,
-//! RFC 2449 CAPA, RFC 2595 STLS) and IMAP4rev1 server (RFC 3501) over one
-//! shared [`Store`], whose [`Fault`] switches each break one rule on purpose.
+//! RFC 2449 CAPA, RFC 2595 STLS), IMAP4rev1 server (RFC 3501) and SMTP
+//! server (RFC 5321, with STARTTLS, AUTH and submission; it delivers into
+//! the mailboxes the other two serve) over one shared [`Store`], whose
+//! [`Fault`] switches each break one rule on purpose.
 //!
 //! `mailcheck serve` and `mailcheck demo` run it, and the integration tests
 //! use it to show that every client-side check both passes (correct server)
@@ -11,6 +13,7 @@ mod fixture;
 mod imap;
 mod listen;
 mod pop3;
+mod smtp;
 mod store;
 mod tls;
 
@@ -42,7 +45,10 @@ pub enum ServerError {
     UnknownFault(String),
     #[error("no such account: {0}")]
     NoSuchAccount(String),
-    #[error("no listener configured: set pop3_listen, pop3s_listen, imap_listen and/or imaps_listen")]
+    #[error(
+        "no listener configured: set pop3_listen, pop3s_listen, imap_listen, imaps_listen, \
+         smtp_listen, submission_listen and/or smtps_listen"
+    )]
     NoListener,
 }
 
@@ -58,6 +64,20 @@ pub struct ServerConfig {
     pub imap_listen: Option<SocketAddr>,
     /// Implicit-TLS IMAP; off unless set.
     pub imaps_listen: Option<SocketAddr>,
+    /// SMTP on a relay-style port (like 25): STARTTLS offered, AUTH only
+    /// after TLS, mail to local users needs no AUTH. Off unless set (see
+    /// [`ServerConfig::with_smtp`]).
+    pub smtp_listen: Option<SocketAddr>,
+    /// Message submission (RFC 6409, like 587): STARTTLS offered, AUTH only
+    /// after TLS and required before MAIL. Off unless set.
+    pub submission_listen: Option<SocketAddr>,
+    /// Implicit-TLS submission (RFC 8314, like 465): AUTH required before
+    /// MAIL. Off unless set.
+    pub smtps_listen: Option<SocketAddr>,
+    /// The SMTP SIZE limit (RFC 1870) in octets of message text: EHLO
+    /// announces it, MAIL FROM with a larger SIZE= and larger messages get
+    /// 552. Give a positive value: `SIZE 0` would announce no limit.
+    pub smtp_max_message_size: usize,
     /// IMAP on a plaintext connection (before STARTTLS) advertises
     /// LOGINDISABLED and refuses LOGIN and AUTHENTICATE PLAIN, like servers
     /// that only take passwords over TLS.
@@ -83,10 +103,11 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Both POP3 listeners on `127.0.0.1:0` and no IMAP listener (a config
-    /// with the POP3 listeners cleared must still be refused as having none),
-    /// no faults, APOP on, 10 min idle and 30 s handshake timeouts, no
-    /// greeting delay, built-in refusal texts.
+    /// Both POP3 listeners on `127.0.0.1:0` and no IMAP or SMTP listener (a
+    /// config with the POP3 listeners cleared must still be refused as
+    /// having none), no faults, APOP on, 10 min idle and 30 s handshake
+    /// timeouts, no greeting delay, built-in refusal texts, a 10 MiB SMTP
+    /// size limit.
     pub fn new(store: Arc<Store>, identity: Arc<TlsIdentity>) -> Self {
         let any_local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         ServerConfig {
@@ -94,6 +115,10 @@ impl ServerConfig {
             pop3s_listen: Some(any_local),
             imap_listen: None,
             imaps_listen: None,
+            smtp_listen: None,
+            submission_listen: None,
+            smtps_listen: None,
+            smtp_max_message_size: 10 * 1024 * 1024,
             imap_login_disabled_on_plaintext: false,
             faults: Faults::none(),
             store,
@@ -111,6 +136,16 @@ impl ServerConfig {
         let any_local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         self.imap_listen = Some(any_local);
         self.imaps_listen = Some(any_local);
+        self
+    }
+
+    /// Turns on the three SMTP listeners (relay, submission, implicit TLS)
+    /// on `127.0.0.1:0`.
+    pub fn with_smtp(mut self) -> Self {
+        let any_local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        self.smtp_listen = Some(any_local);
+        self.submission_listen = Some(any_local);
+        self.smtps_listen = Some(any_local);
         self
     }
 
@@ -134,6 +169,12 @@ pub struct RunningServer {
     pub imap_addr: Option<SocketAddr>,
     /// Bound address of the implicit-TLS IMAP listener.
     pub imaps_addr: Option<SocketAddr>,
+    /// Bound address of the relay-style SMTP listener (STARTTLS available).
+    pub smtp_addr: Option<SocketAddr>,
+    /// Bound address of the submission listener (STARTTLS, then AUTH).
+    pub submission_addr: Option<SocketAddr>,
+    /// Bound address of the implicit-TLS submission listener.
+    pub smtps_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -172,6 +213,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         && config.pop3s_listen.is_none()
         && config.imap_listen.is_none()
         && config.imaps_listen.is_none()
+        && config.smtp_listen.is_none()
+        && config.submission_listen.is_none()
+        && config.smtps_listen.is_none()
     {
         return Err(ServerError::NoListener);
     }
@@ -185,6 +229,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         handshake_timeout: config.handshake_timeout,
         greeting_delay: config.greeting_delay,
         auth_failure_text: config.auth_failure_text,
+    });
+    let smtp = Arc::new(smtp::Shared {
+        store: Arc::clone(&config.store),
+        faults: config.faults,
+        tls: tls.clone(),
+        idle_timeout: config.idle_timeout,
+        handshake_timeout: config.handshake_timeout,
+        greeting_delay: config.greeting_delay,
+        max_message_size: config.smtp_max_message_size,
     });
     let imap = Arc::new(imap::Shared {
         store: config.store,
@@ -201,6 +254,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let pop3_tls = bind(config.pop3s_listen).await?;
     let imap_plain = bind(config.imap_listen).await?;
     let imap_tls = bind(config.imaps_listen).await?;
+    let smtp_relay = bind(config.smtp_listen).await?;
+    let smtp_submission = bind(config.submission_listen).await?;
+    let smtp_tls = bind(config.smtps_listen).await?;
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut spawn_pop3 = |bound: Option<(TcpListener, SocketAddr)>, implicit_tls: bool| {
@@ -227,11 +283,27 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     let imap_addr = spawn_imap(imap_plain, false);
     let imaps_addr = spawn_imap(imap_tls, true);
+    let mut spawn_smtp = |bound: Option<(TcpListener, SocketAddr)>, port: smtp::Port| {
+        bound.map(|(listener, addr)| {
+            let shared = Arc::clone(&smtp);
+            let loop_ = listen::accept_loop(listener, stopped.clone(), move |tcp| {
+                smtp::serve_connection(tcp, Arc::clone(&shared), port)
+            });
+            tasks.push(tokio::spawn(loop_));
+            addr
+        })
+    };
+    let smtp_addr = spawn_smtp(smtp_relay, smtp::Port::Relay);
+    let submission_addr = spawn_smtp(smtp_submission, smtp::Port::Submission);
+    let smtps_addr = spawn_smtp(smtp_tls, smtp::Port::Smtps);
     Ok(RunningServer {
         pop3_addr,
         pop3s_addr,
         imap_addr,
         imaps_addr,
+        smtp_addr,
+        submission_addr,
+        smtps_addr,
         stop,
         tasks,
     })
