@@ -369,7 +369,8 @@ pub enum Verb {
 pub struct Command {
     pub verb: Verb,
     pub args: String,
-    /// For [`Verb::Message`]: octets of the message before stuffing.
+    /// For [`Verb::Message`]: octets of the message before stuffing;
+    /// otherwise the command line's length with CRLF.
     pub octets: u64,
 }
 
@@ -401,8 +402,13 @@ impl Command {
         Command {
             verb,
             args,
-            octets: 0,
+            octets: line.len() as u64 + 2,
         }
+    }
+
+    /// Longer than a server must accept (RFC 5321 section 4.5.3.1.4): it may refuse it.
+    fn over_line_limit(&self) -> bool {
+        self.verb != Verb::Message && self.octets > COMMAND_LINE_MAX as u64
     }
 
     pub fn auth_response() -> Command {
@@ -664,6 +670,17 @@ impl Session {
                     self.transaction = Transaction::None;
                 }
             }
+            // An overlong line may be refused (500 line too long, RFC 5321
+            // section 4.5.3.1.10); a parameter SHOULD be ignored.
+            Verb::Noop if reply.code != 250 && cmd.over_line_limit() => {}
+            Verb::Noop if reply.code != 250 && !cmd.args.is_empty() => found.push(Finding::should(
+                "smtp.noop-reply",
+                "RFC 5321 section 4.1.1.9",
+                format!(
+                    "NOOP with a parameter was answered {}; servers SHOULD ignore the parameter",
+                    reply.code
+                ),
+            )),
             Verb::Noop if reply.code != 250 => {
                 if reply.code == 503 && self.hello.is_none() {
                     found.push(before_hello("NOOP"));
@@ -1277,6 +1294,15 @@ mod tests {
             vec!["smtp.reply-code", "smtp.noop-reply"]
         );
         assert_eq!(answer(&mut s, "XYZZY", 250), vec!["smtp.unknown-accepted"]);
+        // An overlong NOOP may be refused; a short one with a parameter should not be.
+        assert!(answer(&mut s, &format!("NOOP {}", "x".repeat(600)), 500).is_empty());
+        let f = {
+            let mut f = Vec::new();
+            s.sent(Command::parse("NOOP hello"));
+            s.reply(&reply(501, &["x"]), &mut f);
+            f
+        };
+        assert_eq!(f[0].severity, crate::finding::Severity::Should);
         let mut s = Session::new(false);
         assert_eq!(answer(&mut s, "NOOP", 503), vec!["smtp.before-hello"]);
         let mut f = Vec::new();

@@ -130,9 +130,13 @@ impl Run<'_> {
         self.smtp_conn()?.session.greet(&reply, &mut found);
         self.add_findings(found);
         if reply.code != 220 {
+            let shown = match reply.code {
+                0 => format!("`{}` has no reply code", reply.lines.join(" ")),
+                _ => reply.text(),
+            };
             return Err(Stop::Error(format!(
                 "the server's greeting is not 220: {}",
-                self.redactor.redact(&reply.text())
+                self.redactor.redact(&shown)
             )));
         }
         Ok(())
