@@ -175,6 +175,12 @@ impl Conn {
         self.timeout
     }
 
+    /// Change the bound on each following wait (e.g. to what is left of a
+    /// longer deadline); the caller restores it.
+    pub fn set_timeout(&mut self, limit: Duration) {
+        self.timeout = limit;
+    }
+
     /// Name what the next reads wait for; it appears in timeout and close errors.
     pub fn waiting_for(&mut self, what: impl Into<String>) {
         self.waiting_for = what.into();
