@@ -283,11 +283,51 @@ fn imap_suite_passes_on_plain_starttls_and_imaps() {
     ] {
         let run = run_folder(&env, "scenarios/imap", &target, "USER", &extra);
         assert_clean(&run, &env["MAILCHECK_DOVECOT_PASSWORD"]);
-        assert!(passed(&run) >= 9, "{}", run.out.stdout);
+        assert!(passed(&run) >= 25, "{}", run.out.stdout);
         assert!(
             run.out.stdout.contains("LOGIN \"alice\" ********"),
             "{}",
             run.out.stdout
         );
     }
+}
+
+#[test]
+fn imap_logindisabled_listener_refuses_plaintext_login_and_works_after_starttls() {
+    let Some(env) = dovecot() else { return };
+    let cacert = env["MAILCHECK_DOVECOT_CACERT"].clone();
+    // Dovecot with disable_plaintext_auth on this listener advertises LOGINDISABLED.
+    let target = format!("imap://{}", env["MAILCHECK_DOVECOT_IMAP_LOGINDISABLED"]);
+    let run = run_folder(
+        &env,
+        "scenarios/imap",
+        &target,
+        "USER",
+        &[
+            "--cacert",
+            &cacert,
+            "--only",
+            "logindisabled-refuses-login",
+            "--only",
+            "starttls-then-capability",
+        ],
+    );
+    assert_clean(&run, &env["MAILCHECK_DOVECOT_PASSWORD"]);
+    assert_eq!(passed(&run), 2, "{}", run.out.stdout);
+    // Over STARTTLS the same listener takes the whole suite; the LOGINDISABLED
+    // scenario is skipped there because it needs a plaintext connection.
+    let run = run_folder(
+        &env,
+        "scenarios/imap",
+        &target,
+        "USER",
+        &["--starttls", "--cacert", &cacert],
+    );
+    assert_clean(&run, &env["MAILCHECK_DOVECOT_PASSWORD"]);
+    assert!(passed(&run) >= 25, "{}", run.out.stdout);
+    assert!(
+        run.out.stdout.contains("needs a plaintext start"),
+        "{}",
+        run.out.stdout
+    );
 }

@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mailcheck::server::{
-    start, Fault, Faults, RunningServer, ServerConfig, ServerError, Store, TlsIdentity, FIXTURE_USERS,
+    start, Fault, Faults, ImapGreeting, RunningServer, ServerConfig, ServerError, Store, TlsIdentity,
+    FIXTURE_USERS,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -1047,6 +1048,319 @@ async fn fault_imap_no_bye_on_logout() {
     let (good, bad) = differs(Fault::ImapNoByeOnLogout, true, &commands).await;
     assert!(good.starts_with("* BYE "), "{good}");
     assert_eq!(bad, "o1 OK LOGOUT completed\r\n");
+}
+
+/// A server with the given faults and config tweaks.
+async fn server_like(faults: Faults, tweak: impl FnOnce(&mut ServerConfig)) -> RunningServer {
+    let store = Arc::new(Store::fixture());
+    let mut config = config(&store);
+    config.faults = faults;
+    tweak(&mut config);
+    start(config).await.expect("start")
+}
+
+#[tokio::test]
+async fn preauth_and_bye_greetings() {
+    let srv = server_like(Faults::none(), |c| c.imap_greeting = ImapGreeting::Preauth).await;
+    let mut c = connect(srv.imap_addr).await;
+    let greeting = c.line_str().await;
+    assert!(
+        greeting.starts_with("* PREAUTH [CAPABILITY IMAP4rev1 "),
+        "{greeting}"
+    );
+    assert!(
+        !greeting.contains("AUTH=") && !greeting.contains("STARTTLS"),
+        "{greeting}"
+    );
+    assert!(c.cmd("s1", "SELECT INBOX").await.contains("s1 OK [READ-WRITE]"));
+    assert!(c
+        .cmd("l1", "LOGIN alice alice-demo-pw")
+        .await
+        .starts_with("l1 BAD"));
+    srv.shutdown().await;
+
+    let srv = server_like(Faults::none(), |c| c.imap_greeting = ImapGreeting::Bye).await;
+    let mut c = connect(srv.imap_addr).await;
+    assert!(c.line_str().await.starts_with("* BYE "));
+    assert!(c.try_line(WAIT).await.is_none(), "the server closes after BYE");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn fault_imap_preauth_unauthenticated() {
+    for (faults, select) in [
+        (Faults::none(), "s1 OK [READ-WRITE]"),
+        (Fault::ImapPreauthUnauthenticated.into(), "s1 BAD"),
+    ] {
+        let srv = server_like(faults, |c| c.imap_greeting = ImapGreeting::Preauth).await;
+        let mut c = connect(srv.imap_addr).await;
+        assert!(c.line_str().await.starts_with("* PREAUTH "));
+        let reply = c.cmd("s1", "SELECT INBOX").await;
+        assert!(reply.contains(select), "{faults}: {reply}");
+        srv.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn fault_imap_login_despite_logindisabled() {
+    // Correct: LOGINDISABLED on plaintext, and LOGIN refused there.
+    let srv = server_like(Faults::none(), |c| c.imap_login_disabled_on_plaintext = true).await;
+    let mut c = greeted(srv.imap_addr).await;
+    assert!(c.cmd("c1", "CAPABILITY").await.contains(" LOGINDISABLED"));
+    assert!(c
+        .cmd("l1", "LOGIN alice alice-demo-pw")
+        .await
+        .starts_with("l1 NO"));
+    srv.shutdown().await;
+    let commands = [("c1", "CAPABILITY"), ("l1", "LOGIN alice alice-demo-pw")];
+    let (good, bad) = differs(Fault::ImapLoginDespiteLogindisabled, false, &commands).await;
+    assert!(
+        !good.contains("LOGINDISABLED") && good.contains("l1 OK"),
+        "{good}"
+    );
+    assert!(bad.contains(" LOGINDISABLED") && bad.contains("l1 OK"), "{bad}");
+}
+
+#[tokio::test]
+async fn fault_imap_starttls_stale_capabilities() {
+    for (faults, stale) in [
+        (Faults::none(), false),
+        (Fault::ImapStarttlsStaleCapabilities.into(), true),
+    ] {
+        let srv = server_like(faults, |c| c.imap_login_disabled_on_plaintext = true).await;
+        let mut c = greeted(srv.imap_addr).await;
+        assert!(c.cmd("t1", "STARTTLS").await.starts_with("t1 OK"));
+        let name = ServerName::try_from("localhost").expect("name");
+        let tls = tls_connector()
+            .connect(name, c.io.into_inner())
+            .await
+            .expect("handshake");
+        let mut t = Client::new(tls);
+        let caps = t.cmd("t2", "CAPABILITY").await;
+        assert_eq!(caps.contains(" STARTTLS"), stale, "{caps}");
+        assert_eq!(caps.contains(" LOGINDISABLED"), stale, "{caps}");
+        srv.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn fault_imap_no_version_after_login() {
+    let (good, bad) = differs(Fault::ImapNoVersionAfterLogin, true, &[("c1", "CAPABILITY")]).await;
+    assert!(good.starts_with("* CAPABILITY IMAP4rev1 "), "{good}");
+    assert!(!bad.contains("IMAP4rev1"), "{bad}");
+}
+
+#[tokio::test]
+async fn fault_imap_lsub_unsubscribed() {
+    let commands = [("c1", "CREATE unsubscribed"), ("l1", "LSUB \"\" unsubscribed")];
+    let (good, bad) = differs(Fault::ImapLsubUnsubscribed, true, &commands).await;
+    assert!(!good.contains("* LSUB"), "{good}");
+    assert!(bad.contains("* LSUB () \"/\" unsubscribed"), "{bad}");
+}
+
+#[tokio::test]
+async fn fault_imap_uid_search_seqs() {
+    let commands = [
+        ("s1", "SELECT INBOX"),
+        ("x1", "STORE 1 +FLAGS.SILENT (\\Deleted)"),
+        ("x2", "EXPUNGE"),
+        ("u1", "UID SEARCH ALL"),
+    ];
+    let (good, bad) = differs(Fault::ImapUidSearchSeqs, true, &commands).await;
+    assert!(good.contains("* SEARCH 2 3 4\r\nu1 OK"), "{good}");
+    assert!(bad.contains("* SEARCH 1 2 3\r\nu1 OK"), "{bad}");
+}
+
+#[tokio::test]
+async fn fault_imap_uid_store_no_uid() {
+    let commands = [("s1", "SELECT INBOX"), ("u1", "UID STORE 2 +FLAGS (\\Flagged)")];
+    let (good, bad) = differs(Fault::ImapUidStoreNoUid, true, &commands).await;
+    assert!(
+        good.contains("* 2 FETCH (FLAGS (\\Flagged \\Recent) UID 2)"),
+        "{good}"
+    );
+    assert!(bad.contains("* 2 FETCH (FLAGS (\\Flagged \\Recent))"), "{bad}");
+}
+
+#[tokio::test]
+async fn fault_imap_copy_lost() {
+    let commands = [
+        ("c1", "CREATE target"),
+        ("s1", "SELECT INBOX"),
+        ("c2", "COPY 1:2 target"),
+        ("s2", "STATUS target (MESSAGES)"),
+    ];
+    let (good, bad) = differs(Fault::ImapCopyLost, true, &commands).await;
+    assert!(
+        good.contains("c2 OK [COPYUID ") && good.contains("(MESSAGES 2)"),
+        "{good}"
+    );
+    assert!(
+        bad.contains("c2 OK COPY completed") && bad.contains("(MESSAGES 0)"),
+        "{bad}"
+    );
+}
+
+#[tokio::test]
+async fn fault_imap_move_silent() {
+    let commands = [
+        ("c1", "CREATE target"),
+        ("s1", "SELECT INBOX"),
+        ("m1", "MOVE 1 target"),
+    ];
+    let (good, bad) = differs(Fault::ImapMoveSilent, true, &commands).await;
+    assert!(good.contains("* 1 EXPUNGE\r\nm1 OK"), "{good}");
+    assert!(!bad.contains("EXPUNGE") && bad.contains("m1 OK"), "{bad}");
+}
+
+#[tokio::test]
+async fn fault_imap_idle_no_continuation() {
+    for (faults, plus) in [
+        (Faults::none(), true),
+        (Fault::ImapIdleNoContinuation.into(), false),
+    ] {
+        let (srv, _store) = server_with(faults).await;
+        let mut c = alice(&srv).await;
+        c.send("i1 IDLE").await;
+        let first = c.try_line(SHORT).await;
+        assert_eq!(first.is_some_and(|l| l.starts_with(b"+ ")), plus, "{faults}");
+        c.send("DONE").await;
+        assert!(c.line_str().await.starts_with("i1 OK"), "{faults}");
+        srv.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn fault_imap_idle_no_updates() {
+    for (faults, live) in [(Faults::none(), true), (Fault::ImapIdleNoUpdates.into(), false)] {
+        let (srv, _store) = server_with(faults).await;
+        let mut a = alice(&srv).await;
+        a.send("i1 IDLE").await;
+        assert!(a.line_str().await.starts_with("+ "));
+        let mut b = greeted(srv.imap_addr).await;
+        b.login("alice", "alice-demo-pw").await;
+        let appended = b.cmd("p1", "APPEND INBOX {8+}\r\nSubject:").await;
+        assert!(appended.contains("p1 OK"), "{appended}");
+        let update = a.try_line(SHORT).await;
+        assert_eq!(
+            update.as_deref() == Some(&b"* 5 EXISTS\r\n"[..]),
+            live,
+            "{faults}: {update:?}"
+        );
+        a.send("DONE").await;
+        let rest = a.response("i1").await;
+        // Either way the client learns of the message by the completion.
+        assert_eq!(contains(&rest, b"* 5 EXISTS"), !live, "{faults}");
+        srv.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn fault_imap_internaldate_wrong_form() {
+    let commands = [("s1", "SELECT INBOX"), ("f1", "FETCH 1 INTERNALDATE")];
+    let (good, bad) = differs(Fault::ImapInternaldateWrongForm, true, &commands).await;
+    let date = |t: &str| {
+        t.split("INTERNALDATE \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .map(str::to_string)
+    };
+    let (good, bad) = (date(&good).expect("date"), date(&bad).expect("date"));
+    assert_eq!(good.len(), 26, "{good}");
+    assert_eq!(good.replacen('-', " ", 2), bad);
+}
+
+#[tokio::test]
+async fn fault_imap_envelope_short() {
+    let commands = [("s1", "SELECT INBOX"), ("f1", "FETCH 1 ENVELOPE")];
+    let (good, bad) = differs(Fault::ImapEnvelopeShort, true, &commands).await;
+    assert!(good.contains("\"<") && good.contains(">\"))"), "{good}");
+    assert!(!bad.contains(">\"))"), "{bad}");
+}
+
+#[tokio::test]
+async fn fault_imap_bodystructure_no_lines() {
+    let commands = [("s1", "SELECT INBOX"), ("f1", "FETCH 1 (BODY BODYSTRUCTURE)")];
+    let (good, bad) = differs(Fault::ImapBodystructureNoLines, true, &commands).await;
+    // `"7BIT" octets lines`: the fault leaves the line count out, in both items.
+    let tail = good.split("\"7BIT\" ").nth(1).expect("a text part");
+    let mut numbers = tail.split([' ', ')']);
+    let (octets, lines) = (numbers.next().expect("octets"), numbers.next().expect("lines"));
+    assert!(lines.chars().all(|c| c.is_ascii_digit()), "{good}");
+    let with = format!("\"7BIT\" {octets} {lines}");
+    assert_eq!(good.matches(&with).count(), 2, "{good}");
+    assert_eq!(good.replace(&with, &format!("\"7BIT\" {octets}")), bad);
+}
+
+#[tokio::test]
+async fn fault_imap_wrong_size() {
+    let commands = [
+        ("s1", "SELECT INBOX"),
+        ("f1", "FETCH 1 (RFC822.SIZE BODY.PEEK[])"),
+    ];
+    let (good, bad) = differs(Fault::ImapWrongSize, true, &commands).await;
+    let (g, b) = (
+        sizes_and_literals(good.as_bytes()),
+        sizes_and_literals(bad.as_bytes()),
+    );
+    assert_eq!(g[0].0, g[0].1, "{good}");
+    assert_eq!(b[0].0, b[0].1 + 1, "{bad}");
+}
+
+#[tokio::test]
+async fn fault_imap_literal_no_continuation() {
+    for (faults, plus) in [
+        (Faults::none(), true),
+        (Fault::ImapLiteralNoContinuation.into(), false),
+    ] {
+        let (srv, _store) = server_with(faults).await;
+        let mut c = greeted(srv.imap_addr).await;
+        c.login("alice", "alice-demo-pw").await;
+        c.send("e1 EXAMINE {5}").await;
+        let first = c.try_line(SHORT).await;
+        assert_eq!(first.is_some_and(|l| l.starts_with(b"+ ")), plus, "{faults}");
+        // A client that sends the data anyway gets its answer.
+        c.send("INBOX").await;
+        assert!(
+            contains(&c.response("e1").await, b"e1 OK [READ-ONLY]"),
+            "{faults}"
+        );
+        srv.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn fault_imap_literal_plus_refused() {
+    let commands = [("e1", "EXAMINE {5+}\r\nINBOX"), ("n1", "NOOP")];
+    let (good, bad) = differs(Fault::ImapLiteralPlusRefused, true, &commands).await;
+    assert!(good.contains("e1 OK [READ-ONLY]"), "{good}");
+    assert!(bad.starts_with("e1 BAD ") && bad.contains("n1 OK"), "{bad}");
+}
+
+#[tokio::test]
+async fn fault_imap_double_completion() {
+    let (srv, _store) = server_with(Fault::ImapDoubleCompletion.into()).await;
+    let mut c = greeted(srv.imap_addr).await;
+    c.send("n1 NOOP").await;
+    assert_eq!(c.line_str().await, "n1 OK NOOP completed\r\n");
+    assert_eq!(c.line_str().await, "n1 OK NOOP completed\r\n");
+    assert_eq!(c.cmd("c1", "CAPABILITY").await.matches(" OK ").count(), 1);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn fault_imap_failure_as_bad() {
+    let commands = [
+        ("l1", "LOGIN alice wrong"),
+        ("l2", "LOGIN alice alice-demo-pw"),
+        ("s1", "SELECT nosuch"),
+    ];
+    let (good, bad) = differs(Fault::ImapFailureAsBad, false, &commands).await;
+    assert!(good.starts_with("l1 NO") && good.contains("s1 NO"), "{good}");
+    assert!(
+        bad.starts_with("l1 BAD") && bad.contains("l2 OK") && bad.contains("s1 BAD"),
+        "{bad}"
+    );
 }
 
 #[test]

@@ -176,6 +176,30 @@ impl<'a> Frame<'a> {
         };
         strip_eol(&self.bytes[..end])
     }
+
+    /// The whole response as one line, for matching scenario patterns:
+    /// literal headers (`{191}`) stay, their data and the line ending after
+    /// each header are left out, so `* 1 FETCH (BODY[] {191} RFC822.SIZE 191)`
+    /// can be matched and the octet count captured whatever order the items
+    /// come in, and a literal's bytes are never treated as text.
+    pub fn text(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len().min(512));
+        let mut at = 0usize;
+        for l in self.literals {
+            let header_end = l.data.min(self.bytes.len());
+            if header_end < at {
+                break;
+            }
+            out.extend_from_slice(strip_eol(&self.bytes[at..header_end]));
+            at = if l.inline {
+                header_end.saturating_add(l.len as usize).min(self.bytes.len())
+            } else {
+                header_end
+            };
+        }
+        out.extend_from_slice(strip_eol(&self.bytes[at.min(self.bytes.len())..]));
+        out
+    }
 }
 
 /// What [`ResponseFramer::feed`] produced.
@@ -628,6 +652,8 @@ const RFC_CODES: &str = "RFC 9051 sections 7.1 and 9 (resp-text-code)";
 const RFC_FETCH: &str = "RFC 9051 sections 7.5.2 and 9 (msg-att)";
 const RFC_NUMBER: &str = "RFC 9051 sections 4.2 and 9 (number, nz-number)";
 const RFC_STRING: &str = "RFC 9051 sections 4.3 and 9 (quoted)";
+const RFC_ENVELOPE: &str = "RFC 9051 sections 7.5.2 and 9 (envelope); RFC 3501 section 7.4.2";
+const RFC_BODY: &str = "RFC 9051 sections 7.5.2 and 9 (body); RFC 3501 section 7.4.2";
 
 /// Grammar findings reported for one response; past this the response is
 /// broken enough that more would only repeat the first.
@@ -1234,6 +1260,353 @@ impl<'a, 'f> Parser<'a, 'f> {
             }
         }
         Some(&self.b[start..self.pos])
+    }
+
+    // ENVELOPE and BODY/BODYSTRUCTURE (RFC 9051 section 9; RFC 3501 section 9).
+    // Each check reports its first deviation and stops: the caller goes on
+    // after the whole (balanced) value either way.
+
+    fn env_err(&mut self, msg: &str) -> bool {
+        self.err("imap.envelope", RFC_ENVELOPE, msg);
+        false
+    }
+
+    fn body_err(&mut self, msg: &str) -> bool {
+        self.err("imap.bodystructure", RFC_BODY, msg);
+        false
+    }
+
+    /// Whether an nstring starts here (quoted, literal or NIL).
+    fn at_nstring(&self) -> bool {
+        let nil = self
+            .b
+            .get(self.pos..self.pos + 3)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"NIL"))
+            && !self.peek_at(3).is_some_and(is_atom_char);
+        nil || self.at_string()
+    }
+
+    fn at_string(&self) -> bool {
+        matches!(self.peek(), Some(b'"') | Some(b'{'))
+    }
+
+    fn at_nil(&self) -> bool {
+        self.at_nstring() && !self.at_string()
+    }
+
+    /// envelope = "(" env-date SP env-subject SP env-from SP env-sender SP
+    /// env-reply-to SP env-to SP env-cc SP env-bcc SP env-in-reply-to SP
+    /// env-message-id ")"
+    fn envelope(&mut self) -> bool {
+        const FIELDS: [&str; 10] = [
+            "date",
+            "subject",
+            "from",
+            "sender",
+            "reply-to",
+            "to",
+            "cc",
+            "bcc",
+            "in-reply-to",
+            "message-id",
+        ];
+        if !self.eat(b'(') {
+            return self.env_err("expected `(` to open the envelope");
+        }
+        for (i, what) in FIELDS.iter().enumerate() {
+            if i > 0 && !self.eat(b' ') {
+                if self.peek() == Some(b')') {
+                    return self.env_err(&format!(
+                        "the envelope ends after {i} fields; it has 10 (the {what} field is missing)"
+                    ));
+                }
+                return self.env_err(&format!("expected SP before the envelope's {what} field"));
+            }
+            let ok = if (2..8).contains(&i) {
+                self.address_list(what)
+            } else if self.at_nstring() {
+                self.nstring(false).is_some()
+            } else {
+                self.env_err(&format!("the envelope's {what} field must be a string or NIL"))
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if !self.eat(b')') {
+            return self.env_err("the envelope has more than 10 fields, or is not closed by `)`");
+        }
+        true
+    }
+
+    /// env-from etc.: "(" 1*address ")" / nil; address = "(" addr-name SP
+    /// addr-adl SP addr-mailbox SP addr-host ")", each an nstring.
+    fn address_list(&mut self, what: &str) -> bool {
+        if self.at_nil() {
+            self.pos += 3;
+            return true;
+        }
+        if !self.eat(b'(') {
+            return self.env_err(&format!(
+                "the envelope's {what} field must be a list of addresses or NIL"
+            ));
+        }
+        if self.peek() != Some(b'(') {
+            return self.env_err(&format!("the envelope's {what} list needs at least one address"));
+        }
+        // `1*address` has no SP between addresses, but the RFCs' own FETCH
+        // example (RFC 3501 and 9051 section 6.4.5) puts one there, and
+        // clients accept both: a space is tolerated.
+        while self.eat(b'(')
+            || (self.peek() == Some(b' ')
+                && self.peek_at(1) == Some(b'(')
+                && self.eat(b' ')
+                && self.eat(b'('))
+        {
+            for part in 0..4 {
+                if part > 0 && !self.eat(b' ') {
+                    return self
+                        .env_err("an address has four fields (name, adl, mailbox, host) separated by SP");
+                }
+                if !self.at_nstring() {
+                    return self.env_err("an address field must be a string or NIL");
+                }
+                if self.nstring(false).is_none() {
+                    return false;
+                }
+            }
+            if !self.eat(b')') {
+                return self.env_err("an address has four fields and ends with `)`");
+            }
+        }
+        if !self.eat(b')') {
+            return self.env_err(&format!(
+                "the envelope's {what} list holds addresses only and ends with `)`"
+            ));
+        }
+        true
+    }
+
+    /// A `string` of the body grammar, decoded (for media types).
+    fn body_string(&mut self, what: &str) -> Option<Vec<u8>> {
+        if !self.at_string() {
+            self.body_err(&format!("the {what} must be a string"));
+            return None;
+        }
+        let s = self.string(false)?;
+        Some(s.decoded().unwrap_or_default())
+    }
+
+    fn body_nstring(&mut self, what: &str) -> bool {
+        if !self.at_nstring() {
+            return self.body_err(&format!("the {what} must be a string or NIL"));
+        }
+        self.nstring(false).is_some()
+    }
+
+    fn body_number(&mut self, what: &str) -> bool {
+        if self.number().is_none() {
+            return self.body_err(&format!("expected a number: {what}"));
+        }
+        true
+    }
+
+    fn body_sp(&mut self, what: &str) -> bool {
+        self.eat(b' ') || self.body_err(&format!("expected SP before {what}"))
+    }
+
+    /// body-fld-param = "(" string SP string *(SP string SP string) ")" / nil
+    fn body_params(&mut self) -> bool {
+        if self.at_nil() {
+            self.pos += 3;
+            return true;
+        }
+        if !self.eat(b'(') {
+            return self.body_err("body parameters must be a list of attribute/value strings, or NIL");
+        }
+        let mut n = 0;
+        loop {
+            if n > 0 && !self.eat(b' ') {
+                break;
+            }
+            if self.body_string("body parameter").is_none() {
+                return false;
+            }
+            n += 1;
+        }
+        if n % 2 != 0 {
+            return self.body_err("body parameters come in attribute/value pairs");
+        }
+        self.eat(b')') || self.body_err("body parameters not closed by `)`")
+    }
+
+    /// The optional extension fields after md5 (single part) or params
+    /// (multipart): [SP body-fld-dsp [SP body-fld-lang [SP body-fld-loc
+    /// *(SP body-extension)]]].
+    fn body_ext_rest(&mut self) -> bool {
+        if !self.eat(b' ') {
+            return true;
+        }
+        // body-fld-dsp = "(" string SP body-fld-param ")" / nil
+        if self.at_nil() {
+            self.pos += 3;
+        } else if self.eat(b'(') {
+            if self.body_string("disposition type").is_none()
+                || !self.body_sp("the disposition parameters")
+                || !self.body_params()
+            {
+                return false;
+            }
+            if !self.eat(b')') {
+                return self.body_err("body disposition not closed by `)`");
+            }
+        } else {
+            return self.body_err("the body disposition must be `(type params)` or NIL");
+        }
+        if !self.eat(b' ') {
+            return true;
+        }
+        // body-fld-lang = nstring / "(" string *(SP string) ")"
+        if self.eat(b'(') {
+            loop {
+                if self.body_string("language").is_none() {
+                    return false;
+                }
+                if !self.eat(b' ') {
+                    break;
+                }
+            }
+            if !self.eat(b')') {
+                return self.body_err("body language list not closed by `)`");
+            }
+        } else if !self.body_nstring("body language") {
+            return false;
+        }
+        if !self.eat(b' ') {
+            return true;
+        }
+        if !self.body_nstring("body location") {
+            return false;
+        }
+        while self.eat(b' ') {
+            if !self.body_extension(0) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// body-extension = nstring / number / number64 / "(" body-extension *(SP body-extension) ")"
+    fn body_extension(&mut self, depth: u32) -> bool {
+        if depth > 16 {
+            return self.body_err("body extensions nested too deeply");
+        }
+        if self.eat(b'(') {
+            loop {
+                if !self.body_extension(depth + 1) {
+                    return false;
+                }
+                if !self.eat(b' ') {
+                    break;
+                }
+            }
+            return self.eat(b')') || self.body_err("body extension list not closed by `)`");
+        }
+        if self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            return self.body_number("body extension");
+        }
+        self.body_nstring("body extension")
+    }
+
+    /// body = "(" (body-type-1part / body-type-mpart) ")"; extension data
+    /// only in BODYSTRUCTURE (`extended`), never in BODY (RFC 9051 section 7.5.2).
+    fn body(&mut self, extended: bool, depth: u32) -> bool {
+        if depth > 32 {
+            return self.body_err("body parts nested deeper than 32");
+        }
+        if !self.eat(b'(') {
+            return self.body_err("expected `(` to open a body part");
+        }
+        if self.peek() == Some(b'(') {
+            // body-type-mpart = 1*body SP media-subtype [SP body-ext-mpart]
+            while self.peek() == Some(b'(') {
+                if !self.body(extended, depth + 1) {
+                    return false;
+                }
+            }
+            if !self.body_sp("the multipart subtype") || self.body_string("multipart subtype").is_none() {
+                return false;
+            }
+            if self.eat(b' ') {
+                if !extended {
+                    return self.body_err("BODY carries extension data, which only BODYSTRUCTURE may");
+                }
+                if !self.body_params() || !self.body_ext_rest() {
+                    return false;
+                }
+            }
+        } else {
+            let Some(kind) = self.body_string("media type") else {
+                return false;
+            };
+            if !self.body_sp("the media subtype") {
+                return false;
+            }
+            let Some(sub) = self.body_string("media subtype") else {
+                return false;
+            };
+            // body-fields = body-fld-param SP body-fld-id SP body-fld-desc SP body-fld-enc SP body-fld-octets
+            let fields = self.body_sp("the body parameters")
+                && self.body_params()
+                && self.body_sp("the body id")
+                && self.body_nstring("body id")
+                && self.body_sp("the body description")
+                && self.body_nstring("body description")
+                && self.body_sp("the body encoding")
+                && self.body_string("body encoding").is_some()
+                && self.body_sp("the body size")
+                && self.body_number("the body size in octets");
+            if !fields {
+                return false;
+            }
+            let text = kind.eq_ignore_ascii_case(b"TEXT");
+            let message = kind.eq_ignore_ascii_case(b"MESSAGE")
+                && (sub.eq_ignore_ascii_case(b"RFC822") || sub.eq_ignore_ascii_case(b"GLOBAL"))
+                && self.peek() == Some(b' ')
+                && self.peek_at(1) == Some(b'(');
+            if text {
+                if !self.eat(b' ') || !self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                    return self.body_err(
+                        "a TEXT part needs its size in lines (body-fld-lines) after its size in octets",
+                    );
+                }
+                if !self.body_number("the size in lines") {
+                    return false;
+                }
+            } else if message {
+                // body-type-msg = ... SP envelope SP body SP body-fld-lines
+                self.pos += 1;
+                if !self.envelope() {
+                    return false;
+                }
+                if !self.body_sp("the encapsulated message's body") || !self.body(extended, depth + 1) {
+                    return false;
+                }
+                if !self.body_sp("the size in lines") || !self.body_number("the size in lines") {
+                    return false;
+                }
+            }
+            if self.eat(b' ') {
+                if !extended {
+                    return self.body_err("BODY carries extension data, which only BODYSTRUCTURE may");
+                }
+                // body-ext-1part = body-fld-md5 [SP body-fld-dsp ...]
+                if !self.body_nstring("body MD5") || !self.body_ext_rest() {
+                    return false;
+                }
+            }
+        }
+        self.eat(b')') || self.body_err("a body part is not closed by `)` where the grammar ends")
     }
 
     /// Skip to the end of the current item: SP or `)` at this depth, or the end.
@@ -1954,7 +2327,24 @@ impl<'a, 'f> Parser<'a, 'f> {
                 self.err("imap.fetch-syntax", RFC_FETCH, "expected `(`");
                 return false;
             }
+            let (start, li) = (self.pos, self.li);
             let raw = self.value_raw();
+            if raw.is_some() {
+                // The balanced value is known; check its inner grammar within it,
+                // then go on after it whatever the check found.
+                let (end, li_end, full) = (self.pos, self.li, self.b);
+                self.b = &full[..end];
+                self.pos = start;
+                self.li = li;
+                if is("ENVELOPE") {
+                    self.envelope();
+                } else {
+                    self.body(is("BODYSTRUCTURE"), 0);
+                }
+                self.b = full;
+                self.pos = end;
+                self.li = li_end;
+            }
             if is("ENVELOPE") {
                 f.envelope = raw;
             } else {
@@ -2637,6 +3027,10 @@ struct Pending {
     /// Messages (by sequence number) that got body data in this FETCH.
     bodies: Vec<u32>,
     expunged: bool,
+    /// LOGIN sent on a cleartext connection whose capabilities, when it was
+    /// sent, said LOGINDISABLED (the completion's own CAPABILITY code, after
+    /// login, no longer does).
+    login_disabled: bool,
 }
 
 /// The state model of one IMAP connection (RFC 9051 / RFC 3501) and what
@@ -2753,6 +3147,7 @@ impl Session {
             store: None,
             bodies: Vec::new(),
             expunged: false,
+            login_disabled: verb == "LOGIN" && !cmd.uid && self.has_capability("LOGINDISABLED") && !self.tls,
         };
         p.bad_checkable = !cmd.uid
             && match verb {
@@ -2979,7 +3374,7 @@ impl Session {
         }
         match (p.uid, p.verb.as_str()) {
             (false, "LOGIN") => {
-                if self.has_capability("LOGINDISABLED") && !self.tls {
+                if p.login_disabled {
                     self.report(
                         findings,
                         Finding::must(
@@ -3278,6 +3673,10 @@ impl Session {
             }
             Untagged::Search(nums) => {
                 let seq_search = self.pending.first().is_some_and(|p| p.verb == "SEARCH" && !p.uid);
+                let uid_search = self.pending.first().is_some_and(|p| p.verb == "SEARCH" && p.uid);
+                if uid_search {
+                    self.check_uid_search(nums, line, findings);
+                }
                 let exists = self.exists();
                 if let (true, Some(e)) = (seq_search, exists) {
                     if let Some(&n) = nums.iter().find(|&&n| n > e) {
@@ -3292,6 +3691,26 @@ impl Session {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// UID SEARCH answers with UIDs (RFC 9051 section 6.4.9): when every
+    /// message's UID is known, a number that is none of them is a sequence
+    /// number or an invented UID.
+    fn check_uid_search(&mut self, nums: &[u32], line: &[u8], findings: &mut Vec<Finding>) {
+        let Some(mb) = self.mailbox.as_ref() else { return };
+        let all_known = mb.exists == Some(mb.msgs.len() as u32) && mb.msgs.iter().all(|m| m.uid != 0);
+        if !all_known {
+            return;
+        }
+        if let Some(&n) = nums.iter().find(|&&n| !mb.msgs.iter().any(|m| m.uid == n)) {
+            let f = Finding::must(
+                "imap.uid-search",
+                "RFC 9051 sections 6.4.4 and 6.4.9 (UID SEARCH)",
+                format!("UID SEARCH returned {n}, which is not the UID of any message in the mailbox"),
+            )
+            .with_bytes(line);
+            self.report(findings, f);
         }
     }
 
@@ -3445,6 +3864,26 @@ impl Session {
                     "imap.uid-missing",
                     "RFC 9051 section 6.4.9",
                     "a FETCH response to UID FETCH must include the UID item",
+                )
+                .with_bytes(line);
+                self.report(findings, f);
+            }
+        }
+        // A flag update for a message UID STORE changed is "caused by" that
+        // command, so it carries the UID too (RFC 9051 section 6.4.9, RFC 3501
+        // section 6.4.8). Updates for other messages may be unsolicited.
+        if f.uid.is_none() && f.flags.is_some() {
+            let known = mb.msgs.get((seq as usize).wrapping_sub(1)).map_or(0, |m| m.uid);
+            let caused = self.pending.iter().any(|p| {
+                p.store
+                    .as_ref()
+                    .is_some_and(|op| op.uid && known != 0 && op.set.contains(known, u32::MAX - 1))
+            });
+            if caused {
+                let f = Finding::must(
+                    "imap.uid-missing",
+                    "RFC 9051 section 6.4.9; RFC 3501 section 6.4.8",
+                    format!("the FETCH response for message {seq} (UID {known}) to UID STORE must include the UID item"),
                 )
                 .with_bytes(line);
                 self.report(findings, f);
@@ -4449,6 +4888,130 @@ BINARY[1] ~{2}\r\n\0\x01 MODSEQ (12345) X-GM-MSGID 1278455344230334865)\r\n";
             "{} -> {resp}: {f:#?}",
             String::from_utf8_lossy(bytes)
         );
+    }
+
+    #[test]
+    fn frame_text_keeps_literal_headers_and_drops_their_data() {
+        let mut f = Vec::new();
+        let mut fr = ResponseFramer::new(Limits::default());
+        let bytes = b"* 1 FETCH (BODY[] {5}\r\nab\r\nc RFC822.SIZE 5 BODY[HEADER] {2}\r\n\r\n)\r\n";
+        let (_, ev) = fr.feed(bytes, &mut f);
+        let Some(FramerEvent::Response(frame)) = ev else {
+            panic!("no response")
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&frame.text()),
+            "* 1 FETCH (BODY[] {5} RFC822.SIZE 5 BODY[HEADER] {2})"
+        );
+        assert_eq!(frame.first_line(), b"* 1 FETCH (BODY[] {5}");
+        // Streamed literals (too large to keep) are left out the same way.
+        let limits = Limits {
+            max_inline_literal: 2,
+            ..Limits::default()
+        };
+        let mut fr = ResponseFramer::new(limits);
+        let mut rest = &bytes[..];
+        let mut text = None;
+        loop {
+            let (used, ev) = fr.feed(rest, &mut f);
+            rest = &rest[used..];
+            match ev {
+                Some(FramerEvent::Response(frame)) => text = Some(frame.text()),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&text.expect("framed")),
+            "* 1 FETCH (BODY[] {5} RFC822.SIZE 5 BODY[HEADER] {2})"
+        );
+    }
+
+    #[test]
+    fn envelope_grammar() {
+        let good = b"* 1 FETCH (ENVELOPE (\"Tue, 14 Nov 2023 22:14:20 +0000\" \"subject\" ((\"A\" NIL \"a\" \"x.test\")) ((\"A\" NIL \"a\" \"x.test\")) ((NIL NIL \"a\" \"x.test\")(NIL NIL \"b\" \"x.test\")) ((NIL NIL \"g\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL \"<id@x>\"))\r\n";
+        grammar_quiet(good);
+        grammar_quiet(b"* 1 FETCH (ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n");
+        // A literal subject, and the RFC example's space between addresses.
+        grammar_quiet(b"* 1 FETCH (ENVELOPE (NIL {3}\r\na\"b NIL NIL NIL ((NIL NIL \"a\" \"b\") (NIL NIL \"c\" \"d\")) NIL NIL NIL NIL) UID 3)\r\n");
+        let short = b"* 1 FETCH (ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL) UID 3)\r\n";
+        let (f, _) = parse_one(short);
+        assert_eq!(rules(&f), vec!["imap.envelope"], "{f:#?}");
+        assert!(f[0].message.contains("message-id"), "{f:#?}");
+        // The rest of the response is still parsed after a bad envelope.
+        assert!(format!("{:?}", parse_one(short).1).contains("uid: Some(3)"));
+        grammar_fires(
+            b"* 1 FETCH (ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n",
+            "imap.envelope",
+        );
+        grammar_fires(
+            b"* 1 FETCH (ENVELOPE (NIL NIL \"a@b\" NIL NIL NIL NIL NIL NIL NIL))\r\n",
+            "imap.envelope",
+        );
+        grammar_fires(
+            b"* 1 FETCH (ENVELOPE (NIL NIL () NIL NIL NIL NIL NIL NIL NIL))\r\n",
+            "imap.envelope",
+        );
+        grammar_fires(
+            b"* 1 FETCH (ENVELOPE (NIL NIL ((NIL \"a\" \"b\")) NIL NIL NIL NIL NIL NIL NIL))\r\n",
+            "imap.envelope",
+        );
+        grammar_fires(
+            b"* 1 FETCH (ENVELOPE (x NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n",
+            "imap.envelope",
+        );
+    }
+
+    #[test]
+    fn body_structure_grammar() {
+        for good in [
+            &b"* 1 FETCH (BODY (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 3028 92))\r\n"[..],
+            b"* 1 FETCH (BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 131 8 NIL NIL NIL NIL))\r\n",
+            b"* 1 FETCH (BODYSTRUCTURE ((\"text\" \"plain\" NIL NIL NIL \"7bit\" 2 1 NIL NIL NIL)(\"image\" \"png\" (\"name\" \"a.png\") NIL NIL \"base64\" 100 NIL (\"attachment\" (\"filename\" \"a.png\")) NIL NIL) \"mixed\" (\"boundary\" \"x\") NIL NIL NIL))\r\n",
+            b"* 1 FETCH (BODYSTRUCTURE (\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 300 (NIL \"s\" NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" NIL NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL) 12 NIL NIL (\"en\" \"de\") \"loc\" 5 (1 \"x\")))\r\n",
+            b"* 1 FETCH (BODY ((\"text\" \"plain\" NIL NIL NIL \"7bit\" 2 1)(\"text\" \"html\" NIL NIL NIL \"7bit\" 2 1) \"alternative\"))\r\n",
+            b"* 1 FETCH (BODYSTRUCTURE (\"APPLICATION\" \"OCTET-STREAM\" NIL NIL NIL \"BASE64\" 4))\r\n",
+        ] {
+            grammar_quiet(good);
+        }
+        for (bad, says) in [
+            (&b"* 1 FETCH (BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 131 NIL NIL NIL NIL))\r\n"[..], "lines"),
+            (b"* 1 FETCH (BODY (\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 30 2 NIL))\r\n", "extension"),
+            (b"* 1 FETCH (BODY (\"TEXT\" \"PLAIN\" NIL NIL \"7BIT\" 30 2))\r\n", "encoding"),
+            (b"* 1 FETCH (BODY (\"TEXT\" \"PLAIN\" (\"CHARSET\") NIL NIL \"7BIT\" 30 2))\r\n", "pairs"),
+            (b"* 1 FETCH (BODY (TEXT \"PLAIN\" NIL NIL NIL \"7BIT\" 30 2))\r\n", "media type"),
+            (b"* 1 FETCH (BODY ((\"text\" \"plain\" NIL NIL NIL \"7bit\" 2 1)))\r\n", "subtype"),
+        ] {
+            let (f, resp) = parse_one(bad);
+            assert_eq!(rules(&f), vec!["imap.bodystructure"], "{} -> {resp}: {f:#?}", String::from_utf8_lossy(bad));
+            assert!(f[0].message.contains(says), "{says}: {f:#?}");
+        }
+    }
+
+    #[test]
+    fn uid_store_and_uid_search_answer_with_uids() {
+        let base =
+            selected("C: u1 UID STORE 3 +FLAGS (\\Flagged)\nS: * 3 FETCH (FLAGS (\\Flagged))\nS: u1 OK done");
+        fires(&base, "imap.uid-missing");
+        quiet(
+            &base.replace("(FLAGS (\\Flagged))", "(FLAGS (\\Flagged) UID 3)"),
+            "imap.uid-missing",
+        );
+        // An update for another message during UID STORE may be unsolicited.
+        quiet(
+            &base.replace("S: * 3 FETCH (FLAGS", "S: * 2 FETCH (FLAGS"),
+            "imap.uid-missing",
+        );
+        // Plain STORE needs no UID.
+        quiet(&base.replace("UID STORE", "STORE"), "imap.uid-missing");
+        let search = |answer: &str| {
+            selected(&format!(
+                "C: e1 STORE 1 +FLAGS.SILENT (\\Deleted)\nS: e1 OK done\nC: e2 EXPUNGE\nS: * 1 EXPUNGE\nS: e2 OK done\nC: u2 UID SEARCH ALL\nS: * SEARCH {answer}\nS: u2 OK done"
+            ))
+        };
+        quiet(&search("2 3 4"), "imap.uid-search");
+        // Sequence numbers 1-3 instead of UIDs 2-4.
+        fires(&search("1 2 3"), "imap.uid-search");
     }
 
     #[test]

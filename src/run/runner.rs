@@ -7,7 +7,7 @@ use crate::finding::{line_text, Finding, Severity};
 use crate::proto::pop3::{self, BodySummary, Command, MultilineDecoder};
 use crate::scenario::pattern::Pattern;
 use crate::scenario::template::{Template, Value, Vars};
-use crate::scenario::{Exchange, Protocol, Requirement, Scenario, Step, StepKind};
+use crate::scenario::{Exchange, ImapExpect, Protocol, Requirement, Scenario, Step, StepKind};
 use crate::secret::{Redactor, Secret};
 use crate::wire::{Conn, Security, Target, TlsSettings, WireError};
 use std::time::{Duration, Instant};
@@ -149,6 +149,8 @@ pub(crate) struct Run<'a> {
     pub(crate) smtp: Option<super::smtp::SmtpConn>,
     /// Where the current connection goes (sessions may speak another protocol).
     pub(crate) target: Target,
+    /// The greeting line of the current connection (without CRLF), for `greeting:` steps.
+    pub(crate) greeting: Vec<u8>,
     /// The named connection the fields above belong to (`main` by default).
     current: String,
     /// Other named connections of the scenario, set aside while one runs.
@@ -166,6 +168,7 @@ struct Parked {
     smtp: Option<super::smtp::SmtpConn>,
     target: Target,
     session: pop3::Session,
+    greeting: Vec<u8>,
 }
 
 /// The connection steps run on unless they name another.
@@ -229,12 +232,35 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig, info: &ServerInfo) -
                 }
                 Some(_) => None,
             },
+            Requirement::Preauth | Requirement::AnyCapability(_) => added_requirement(r, info),
         };
         if missing.is_some() {
             return missing;
         }
     }
     None
+}
+
+/// Why a requirement added for IMAP is not met (`None` when it is).
+fn added_requirement(r: &Requirement, info: &ServerInfo) -> Option<String> {
+    match r {
+        Requirement::Preauth => (!info.greeting.to_ascii_uppercase().starts_with("* PREAUTH")).then(|| {
+            "the server greets with * OK, not * PREAUTH: sessions start unauthenticated".to_string()
+        }),
+        // Like `Capability`: a broken capability list runs the scenario (and it fails).
+        Requirement::AnyCapability(_) if info.capa_broken => None,
+        Requirement::AnyCapability(cs) => match &info.capabilities {
+            None => Some(format!(
+                "needs one of {}, and the server lists no capabilities",
+                cs.join(", ")
+            )),
+            Some(caps) if !cs.iter().any(|c| caps.contains(c)) => {
+                Some(format!("the server advertises none of {}", cs.join(", ")))
+            }
+            Some(_) => None,
+        },
+        _ => None,
+    }
 }
 
 /// One connection to learn the greeting and CAPA (after `--starttls` when set).
@@ -335,6 +361,7 @@ fn internal(command: Template, reply: Option<Pattern>, multiline: Option<bool>) 
         literal: None,
         multiline,
         body: None,
+        imap: ImapExpect::default(),
     }
 }
 
@@ -451,6 +478,7 @@ impl<'a> Run<'a> {
             imap: None,
             smtp: None,
             target: config.target.clone(),
+            greeting: Vec::new(),
             current: MAIN_SESSION.to_string(),
             parked: Vec::new(),
             sessions: Vec::new(),
@@ -555,6 +583,7 @@ impl<'a> Run<'a> {
         }
         let line = conn.read_line(READ_CAP).await?;
         let (bytes, complete) = (line.bytes.to_vec(), line.complete);
+        self.greeting = pop3::strip_eol(&bytes).to_vec();
         self.conn = Some(conn);
         self.imap = None;
         self.smtp = None;
@@ -640,7 +669,7 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn steps<'s>(
+    pub(crate) fn steps<'s>(
         &'s mut self,
         steps: &'s [Step],
         prefix: &'s str,
@@ -654,8 +683,13 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// The name of the connection steps run on now.
+    pub(crate) fn current_session(&self) -> &str {
+        &self.current
+    }
+
     /// Make `name` the current connection, opening it on first use.
-    async fn switch_to(&mut self, name: &str) -> Result<(), Stop> {
+    pub(crate) async fn switch_to(&mut self, name: &str) -> Result<(), Stop> {
         if name == self.current {
             return Ok(());
         }
@@ -677,6 +711,7 @@ impl<'a> Run<'a> {
             smtp: self.smtp.take(),
             target: std::mem::replace(&mut self.target, target),
             session: std::mem::replace(&mut self.session, pop3::Session::new(false)),
+            greeting: std::mem::take(&mut self.greeting),
         };
         let found = self.parked.iter().position(|p| p.name == name);
         self.parked.push(old);
@@ -689,6 +724,7 @@ impl<'a> Run<'a> {
                 self.smtp = p.smtp;
                 self.target = p.target;
                 self.session = p.session;
+                self.greeting = p.greeting;
                 Ok(())
             }
             None => {
@@ -747,6 +783,11 @@ impl<'a> Run<'a> {
                 StepKind::Retry { within, every, steps } => {
                     return self.retry(*within, *every, steps, id).await
                 }
+                StepKind::Greeting(p) => self.match_greeting(p),
+                StepKind::Idle(idle) => match self.imap.is_some() {
+                    true => self.imap_idle(idle, id).await,
+                    false => Err(Stop::Error("`idle` needs an IMAP target".into())),
+                },
                 StepKind::Drop => self.drop_conn().await,
                 StepKind::Reconnect => {
                     self.drop_conn().await?;
@@ -820,6 +861,11 @@ impl<'a> Run<'a> {
             StepKind::Drop => "drop the connection without QUIT".into(),
             StepKind::Reconnect => "reconnect".into(),
             StepKind::Pipeline(xs) => format!("pipeline of {} commands", xs.len()),
+            StepKind::Greeting(p) => format!("greeting  S: {}", p.display()),
+            StepKind::Idle(idle) => match idle.updates.len() {
+                0 => "IDLE ... DONE".into(),
+                n => format!("IDLE, {n} update(s), DONE"),
+            },
             StepKind::ForEach { rows, .. } => format!("foreach {rows}"),
         };
         self.redactor.redact(&text)
@@ -885,6 +931,20 @@ impl<'a> Run<'a> {
             tokio::time::sleep(every).await;
             attempt += 1;
         }
+    }
+
+    /// Match the greeting this connection opened with (read before the steps ran).
+    fn match_greeting(&mut self, p: &Pattern) -> Result<(), Stop> {
+        let greeting = self.greeting.clone();
+        if self.capture(p, &[&greeting])? {
+            return Ok(());
+        }
+        self.pending_mismatch = Some(Mismatch {
+            message: "the greeting does not match".into(),
+            expected: Some(p.display()),
+            actual: Some(self.redactor.redact(&line_text(&greeting))),
+        });
+        Err(Stop::Mismatch)
     }
 
     /// USER then PASS, each expecting +OK; the templates default to the run's credentials.

@@ -126,6 +126,7 @@ impl Run<'_> {
     pub(crate) async fn smtp_greeting(&mut self, tls: bool) -> Result<(), Stop> {
         self.smtp = Some(SmtpConn::new(tls));
         let reply = self.smtp_read().await?;
+        self.greeting = reply.first_line().into_bytes();
         let mut found = Vec::new();
         self.smtp_conn()?.session.greet(&reply, &mut found);
         self.add_findings(found);

@@ -101,11 +101,30 @@ struct RawStep {
     severity: Option<String>,
     note: Option<String>,
     session: Option<String>,
+    absent: Option<Vec<RawPattern>>,
+    may: Option<Vec<RawPattern>>,
+    ordered: Option<bool>,
+    only: Option<bool>,
+    literal_plus: Option<String>,
+    greeting: Option<RawPattern>,
+    idle: Option<RawIdle>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
+
+/// `idle: {during: [...], updates: [...], S: ..., tag: ...}`; every key optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdle {
+    during: Option<Vec<Spanned<RawStep>>>,
+    #[serde(default)]
+    updates: Vec<RawPattern>,
+    #[serde(rename = "S")]
+    s: Option<RawReply>,
+    tag: Option<String>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -404,9 +423,13 @@ fn convert(ctx: &Ctx, raw: RawScenario) -> Result<Scenario, LoadError> {
             "tls" => Requirement::Tls,
             "plaintext" => Requirement::Plaintext,
             v if v.starts_with("var:") && valid_var_name(&r[4..]) => Requirement::Var(r[4..].to_string()),
-            _ if r.is_empty() || r.contains(char::is_whitespace) => {
+            "preauth" => Requirement::Preauth,
+            _ if r.is_empty() || r.contains(char::is_whitespace) || r.split('|').any(str::is_empty) => {
                 let (l, c) = find_key(ctx.source, "requires");
-                return Err(ctx.err(l, c, format!("`{r}` is not a requirement: use credentials, apop, tls, plaintext, var:NAME or a capability name like TOP")));
+                return Err(ctx.err(l, c, format!("`{r}` is not a requirement: use credentials, apop, tls, plaintext, preauth, var:NAME, a capability name like TOP, or alternatives like LITERAL+|LITERAL-")));
+            }
+            _ if r.contains('|') => {
+                Requirement::AnyCapability(r.split('|').map(|c| c.to_ascii_uppercase()).collect())
             }
             _ => Requirement::Capability(r.to_ascii_uppercase()),
         });
@@ -496,6 +519,8 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         ("foreach", raw.foreach.is_some()),
         ("retry", raw.retry.is_some()),
         ("pipeline", raw.pipeline.is_some()),
+        ("greeting", raw.greeting.is_some()),
+        ("idle", raw.idle.is_some()),
     ]
     .iter()
     .filter(|(_, present)| *present)
@@ -503,7 +528,7 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
     .collect();
     if actions.len() != 1 {
         return Err(fail(if actions.is_empty() {
-            "a step needs one action: C, login, apop, stls, auth, data, send, drop, reconnect, foreach, retry or pipeline".into()
+            "a step needs one action: C, login, apop, stls, auth, data, send, drop, reconnect, foreach, retry, pipeline, greeting or idle".into()
         } else {
             format!("a step takes one action, this one has {}", actions.join(", "))
         }));
@@ -535,6 +560,29 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
     }
     if raw.literal.is_some() && (raw.c.is_none() || ctx.protocol != Protocol::Imap) {
         return Err(fail("`literal` belongs to an IMAP `C` step".into()));
+    }
+    let imap_keys = [
+        ("absent", raw.absent.is_some()),
+        ("may", raw.may.is_some()),
+        ("ordered", raw.ordered.is_some()),
+        ("only", raw.only.is_some()),
+        ("literal_plus", raw.literal_plus.is_some()),
+    ];
+    if let Some((key, _)) = imap_keys.iter().find(|(_, present)| *present) {
+        if raw.c.is_none() || ctx.protocol != Protocol::Imap {
+            return Err(fail(format!("`{key}` belongs to an IMAP `C` step")));
+        }
+    }
+    if raw.literal.is_some() && raw.literal_plus.is_some() {
+        return Err(fail(
+            "a step sends one literal: `literal` (waits for +) or `literal_plus` ({n+}, does not wait)"
+                .into(),
+        ));
+    }
+    if raw.ordered == Some(true) && !matches!(raw.s, Some(RawReply::Many(_))) {
+        return Err(fail(
+            "`ordered` orders the untagged patterns of an `S` list; this step has none".into(),
+        ));
     }
     if let Some(t) = &raw.tag {
         if ctx.protocol != Protocol::Imap {
@@ -590,14 +638,66 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         if body.is_some() && raw.multiline == Some(false) {
             return Err(fail("`body` with `multiline: false` can never match".into()));
         }
+        let patterns = |v: Option<Vec<RawPattern>>| {
+            v.unwrap_or_default()
+                .into_iter()
+                .map(|p| pattern(p).map_err(fail))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let imap = ImapExpect {
+            absent: patterns(raw.absent)?,
+            may: patterns(raw.may)?,
+            ordered: raw.ordered.unwrap_or(false),
+            only: raw.only.unwrap_or(false),
+            literal_plus: raw.literal_plus.is_some(),
+        };
+        let literal = raw.literal.or(raw.literal_plus);
         StepKind::Exchange(Box::new(Exchange {
             command: template(&c)?,
             reply,
             untagged,
             tag: raw.tag,
-            literal: raw.literal.as_deref().map(template).transpose()?,
+            literal: literal.as_deref().map(template).transpose()?,
             multiline: raw.multiline,
             body,
+            imap,
+        }))
+    } else if let Some(g) = raw.greeting {
+        StepKind::Greeting(pattern(g).map_err(fail)?)
+    } else if let Some(idle) = raw.idle {
+        if ctx.protocol != Protocol::Imap {
+            return Err(fail("`idle` is for IMAP scenarios".into()));
+        }
+        if let Some(t) = &idle.tag {
+            check_tag(t).map_err(fail)?;
+        }
+        let (untagged, reply) = convert_reply(ctx, idle.s).map_err(fail)?;
+        let own = raw.session.as_deref().unwrap_or("main");
+        let during = convert_steps(ctx, idle.during.unwrap_or_default())?;
+        for d in &during {
+            if d.session.as_deref().is_none_or(|s| s == own) {
+                return Err(ctx.err(
+                    d.pos.line,
+                    d.pos.column,
+                    format!(
+                        "a step under `during` runs while session `{own}` idles: give it `session:` naming another connection"
+                    ),
+                ));
+            }
+        }
+        StepKind::Idle(Box::new(Idle {
+            during,
+            updates: idle
+                .updates
+                .into_iter()
+                .map(|p| pattern(p).map_err(fail))
+                .collect::<Result<_, _>>()?,
+            untagged,
+            reply: match reply {
+                Some(p) => p,
+                None => Pattern::glob("OK*").map_err(fail)?,
+            },
+            tag: idle.tag,
         }))
     } else if let Some(l) = raw.login {
         if l.optional && ctx.protocol != Protocol::Smtp {
@@ -697,12 +797,14 @@ fn convert_step(ctx: &Ctx, spanned: Spanned<RawStep>) -> Result<Step, LoadError>
         let mut exchanges = Vec::new();
         for inner in convert_steps(ctx, list)? {
             match inner.kind {
-                StepKind::Exchange(x) if x.body.is_none() && x.literal.is_none() => exchanges.push(*x),
+                StepKind::Exchange(x) if x.body.is_none() && x.literal.is_none() && x.imap.is_default() => {
+                    exchanges.push(*x)
+                }
                 _ => {
                     return Err(ctx.err(
                         inner.pos.line,
                         inner.pos.column,
-                        "a `pipeline` holds `C` steps with `S` (and `tag`), no `body` or `literal`",
+                        "a `pipeline` holds `C` steps with `S` (and `tag`), no `body`, `literal` or untagged options",
                     ))
                 }
             }
@@ -775,6 +877,38 @@ fn reply_pattern(raw: Option<RawReply>) -> Result<Option<Pattern>, String> {
         Some(RawReply::One(p)) => pattern(p).map(Some),
         Some(RawReply::Many(_)) => {
             Err("a list under `S` is for IMAP (untagged responses, then the completion)".into())
+        }
+    }
+}
+
+/// An IMAP tag as a scenario may write it (for `idle:`; a `C` step checks
+/// its `tag:` the same way inline).
+fn check_tag(t: &str) -> Result<(), String> {
+    let valid = !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"(){%*\"]+".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`tag: {t}` is not an IMAP tag (letters, digits, no `+` or specials)"
+        ))
+    }
+}
+
+/// `S:` of an `idle:` step: one pattern, or untagged patterns and then the
+/// completion (as a `C` step reads its `S:` inline).
+fn convert_reply(ctx: &Ctx, raw: Option<RawReply>) -> Result<(Vec<Pattern>, Option<Pattern>), String> {
+    match raw {
+        None => Ok((Vec::new(), None)),
+        Some(RawReply::One(p)) => Ok((Vec::new(), Some(pattern(p)?))),
+        Some(RawReply::Many(mut list)) => {
+            if ctx.protocol != Protocol::Imap {
+                return Err("a list under `S` is for IMAP (untagged responses, then the completion)".into());
+            }
+            let last = list.pop().ok_or("`S` needs at least the completion")?;
+            let untagged = list.into_iter().map(pattern).collect::<Result<_, _>>()?;
+            Ok((untagged, Some(pattern(last)?)))
         }
     }
 }
@@ -1010,6 +1144,95 @@ mod tests {
         let imap = |src: &str| load_str(Path::new("scenarios/imap/t.yaml"), src);
         assert!(imap("name: x\nrfc: y\nsteps:\n  - C: APPEND INBOX\n    literal: \"hi\"\n").is_ok());
         assert!(load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    literal: \"hi\"\n").is_err());
+    }
+
+    #[test]
+    fn untagged_options_belong_to_imap_commands() {
+        let imap = |src: &str| load_str(Path::new("scenarios/imap/t.yaml"), src);
+        let s = imap(
+            "name: x\nrfc: y\nsteps:\n  - C: SELECT INBOX\n    S: [\"* FLAGS *\", \"* * EXISTS\", \"OK*\"]\n    ordered: true\n    only: true\n    may: [\"* OK *\"]\n    absent: [\"* * EXPUNGE\"]\n",
+        )
+        .unwrap();
+        match &s.steps[0].kind {
+            StepKind::Exchange(x) => {
+                assert!(x.imap.ordered && x.imap.only);
+                assert_eq!(x.imap.may.len(), 1);
+                assert_eq!(x.imap.absent.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // POP3 steps, non-C steps and pipelines cannot have them.
+        let e = load("name: x\nrfc: y\nsteps:\n  - C: STAT\n    only: true\n").unwrap_err();
+        assert!(e.message.contains("IMAP `C` step"), "{e}");
+        let e = imap("name: x\nrfc: y\nsteps:\n  - login: {}\n    absent: [\"x\"]\n").unwrap_err();
+        assert!(e.message.contains("`absent`"), "{e}");
+        let e = imap(
+            "name: x\nrfc: y\nsteps:\n  - pipeline:\n      - C: NOOP\n        only: true\n      - C: NOOP\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("untagged options"), "{e}");
+        // `ordered` needs untagged patterns to order.
+        let e =
+            imap("name: x\nrfc: y\nsteps:\n  - C: NOOP\n    S: \"OK*\"\n    ordered: true\n").unwrap_err();
+        assert!(e.message.contains("ordered"), "{e}");
+        // Unknown keys still point at their place.
+        let e = imap("name: x\nrfc: y\nsteps:\n  - C: NOOP\n    orderd: true\n").unwrap_err();
+        assert_eq!((e.line, e.column > 0), (5, true), "{e}");
+    }
+
+    #[test]
+    fn literal_plus_and_requirements() {
+        let imap = |src: &str| load_str(Path::new("scenarios/imap/t.yaml"), src);
+        let s = imap("name: x\nrfc: y\nrequires: [LITERAL+|literal-, preauth]\nsteps:\n  - C: EXAMINE\n    literal_plus: INBOX\n")
+            .unwrap();
+        assert_eq!(
+            s.requires,
+            vec![
+                Requirement::AnyCapability(vec!["LITERAL+".into(), "LITERAL-".into()]),
+                Requirement::Preauth
+            ]
+        );
+        match &s.steps[0].kind {
+            StepKind::Exchange(x) => assert!(x.imap.literal_plus && x.literal.is_some()),
+            other => panic!("{other:?}"),
+        }
+        let e = imap("name: x\nrfc: y\nsteps:\n  - C: X\n    literal: a\n    literal_plus: b\n").unwrap_err();
+        assert!(e.message.contains("one literal"), "{e}");
+        assert!(imap("name: x\nrfc: y\nrequires: [\"A||B\"]\nsteps:\n  - C: NOOP\n").is_err());
+    }
+
+    #[test]
+    fn greeting_and_idle_steps() {
+        let imap = |src: &str| load_str(Path::new("scenarios/imap/t.yaml"), src);
+        let s = imap(
+            "name: x\nrfc: y\nsteps:\n  - greeting: \"* OK*\"\n  - idle: {}\n  - idle:\n      during:\n        - session: other\n          C: NOOP\n      updates: [\"* {n} EXISTS\"]\n      S: [\"* * RECENT\", \"OK*\"]\n      tag: I1\n",
+        )
+        .unwrap();
+        assert!(matches!(&s.steps[0].kind, StepKind::Greeting(_)));
+        match &s.steps[1].kind {
+            StepKind::Idle(i) => {
+                assert!(i.during.is_empty() && i.updates.is_empty());
+                assert_eq!(i.reply.display(), "OK*");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &s.steps[2].kind {
+            StepKind::Idle(i) => {
+                assert_eq!(i.during.len(), 1);
+                assert_eq!((i.updates.len(), i.untagged.len()), (1, 1));
+                assert_eq!(i.tag.as_deref(), Some("I1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Steps during IDLE must run on another connection.
+        let e = imap("name: x\nrfc: y\nsteps:\n  - idle:\n      during:\n        - C: NOOP\n").unwrap_err();
+        assert!(e.message.contains("another connection"), "{e}");
+        assert_eq!(e.line, 6, "{e}");
+        let e = imap("name: x\nrfc: y\nsteps:\n  - idle: {wait: 3}\n").unwrap_err();
+        assert!(e.message.contains("wait"), "{e}");
+        // `greeting` works for POP3 too; `idle` does not.
+        assert!(load("name: x\nrfc: y\nsteps:\n  - greeting: \"+OK*\"\n").is_ok());
+        assert!(load("name: x\nrfc: y\nsteps:\n  - idle: {}\n").is_err());
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub enum Requirement {
     Var(String),
     /// The run has a target for this protocol too (from `sessions:`).
     Target(Protocol),
+    /// The server lists at least one of these (written `LITERAL+|LITERAL-`).
+    AnyCapability(Vec<String>),
+    /// IMAP: the greeting is `* PREAUTH` (the session starts authenticated).
+    Preauth,
 }
 
 impl fmt::Display for Requirement {
@@ -72,6 +76,8 @@ impl fmt::Display for Requirement {
             Requirement::Capability(c) => f.write_str(c),
             Requirement::Var(v) => write!(f, "var:{v}"),
             Requirement::Target(p) => write!(f, "a {p} target"),
+            Requirement::AnyCapability(cs) => f.write_str(&cs.join("|")),
+            Requirement::Preauth => f.write_str("preauth"),
         }
     }
 }
@@ -170,6 +176,12 @@ pub enum StepKind {
     /// IMAP: send all these commands in one write, then read every completion
     /// (matched by tag, in whatever order they come).
     Pipeline(Vec<Exchange>),
+    /// Match the greeting line this session was opened with (`greeting:`);
+    /// it was read when the connection opened, so nothing is sent.
+    Greeting(Pattern),
+    /// IMAP: IDLE, wait for `+`, run steps on other sessions, wait for
+    /// untagged updates, then DONE and the completion (RFC 9051 section 6.3.13).
+    Idle(Box<Idle>),
     /// Run `steps` once per row captured earlier with `body: {rows: NAME}`.
     ForEach {
         rows: String,
@@ -193,6 +205,47 @@ pub struct Exchange {
     /// Force (or forbid) reading a multi-line body; by default the protocol decides.
     pub multiline: Option<bool>,
     pub body: Option<BodyExpect>,
+    /// IMAP: how the untagged responses are matched, and `{n+}` literals.
+    pub imap: ImapExpect,
+}
+
+/// IMAP additions to an [`Exchange`]: what else the untagged responses must
+/// (not) be, beyond "each `S:` pattern matches one of them, in any order".
+#[derive(Debug, Clone, Default)]
+pub struct ImapExpect {
+    /// No untagged response may match any of these (`absent:`).
+    pub absent: Vec<Pattern>,
+    /// Untagged responses that may appear (`may:`): they capture when they
+    /// do, and are allowed under `only`.
+    pub may: Vec<Pattern>,
+    /// The `S:` untagged patterns match in the order written (`ordered: true`).
+    pub ordered: bool,
+    /// Every untagged response matches an `S:` or `may:` pattern (`only: true`).
+    pub only: bool,
+    /// `literal` goes as a non-synchronizing `{n+}` literal (LITERAL+,
+    /// RFC 7888): sent with the line, without waiting for `+`.
+    pub literal_plus: bool,
+}
+
+impl ImapExpect {
+    /// Whether anything beyond the default any-order match is asked for.
+    pub fn is_default(&self) -> bool {
+        self.absent.is_empty() && self.may.is_empty() && !self.ordered && !self.only && !self.literal_plus
+    }
+}
+
+/// An `idle:` step.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    /// Steps run (on other sessions) once the server has sent `+`.
+    pub during: Vec<Step>,
+    /// Untagged responses that must arrive before DONE is sent, in any order;
+    /// the runner waits for them up to the timeout.
+    pub updates: Vec<Pattern>,
+    /// After DONE: untagged responses (any order), then the completion.
+    pub untagged: Vec<Pattern>,
+    pub reply: Pattern,
+    pub tag: Option<String>,
 }
 
 /// The message an SMTP `data:` step sends.

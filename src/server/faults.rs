@@ -205,6 +205,63 @@ faults! {
     /// SMTP: unknown commands are accepted.
     SmtpUnknownOk = "smtp-unknown-ok":
         "SMTP: unknown commands are answered 250 instead of 500",
+    /// IMAP: LOGINDISABLED advertised, LOGIN accepted anyway.
+    ImapLoginDespiteLogindisabled = "imap-login-despite-logindisabled":
+        "IMAP: plaintext connections advertise LOGINDISABLED, yet LOGIN succeeds on them",
+    /// IMAP: the capability list does not change with TLS.
+    ImapStarttlsStaleCapabilities = "imap-starttls-stale-capabilities":
+        "IMAP: after STARTTLS, CAPABILITY still lists STARTTLS and LOGINDISABLED",
+    /// IMAP: the version is missing from the capabilities after login.
+    ImapNoVersionAfterLogin = "imap-no-version-after-login":
+        "IMAP: after login, CAPABILITY no longer lists IMAP4rev1",
+    /// IMAP: LSUB ignores subscriptions.
+    ImapLsubUnsubscribed = "imap-lsub-unsubscribed":
+        "IMAP: LSUB lists every mailbox, subscribed or not",
+    /// IMAP: UID SEARCH answers with sequence numbers.
+    ImapUidSearchSeqs = "imap-uid-search-seqs":
+        "IMAP: UID SEARCH answers with message sequence numbers instead of UIDs",
+    /// IMAP: UID STORE's FETCH responses have no UID.
+    ImapUidStoreNoUid = "imap-uid-store-no-uid":
+        "IMAP: the FETCH responses of UID STORE leave out the UID item",
+    /// IMAP: COPY loses the messages.
+    ImapCopyLost = "imap-copy-lost":
+        "IMAP: COPY answers OK but the target mailbox gets nothing",
+    /// IMAP: MOVE without EXPUNGE responses.
+    ImapMoveSilent = "imap-move-silent":
+        "IMAP: MOVE removes the messages without untagged EXPUNGE responses",
+    /// IMAP: IDLE never gets its continuation.
+    ImapIdleNoContinuation = "imap-idle-no-continuation":
+        "IMAP: IDLE is never answered with +; the server waits silently for DONE",
+    /// IMAP: nothing is reported while idling.
+    ImapIdleNoUpdates = "imap-idle-no-updates":
+        "IMAP: IDLE reports no changes until DONE",
+    /// IMAP: INTERNALDATE in the wrong format.
+    ImapInternaldateWrongForm = "imap-internaldate-wrong-form":
+        "IMAP: INTERNALDATE is sent as \"14 Nov 2023 22:14:20 +0000\" (RFC 5322 style) instead of \"14-Nov-2023 ...\"",
+    /// IMAP: ENVELOPE with a field missing.
+    ImapEnvelopeShort = "imap-envelope-short":
+        "IMAP: ENVELOPE has 9 fields (the Message-ID is left out)",
+    /// IMAP: BODYSTRUCTURE text parts without their line count.
+    ImapBodystructureNoLines = "imap-bodystructure-no-lines":
+        "IMAP: BODYSTRUCTURE and BODY leave out the line count of text parts",
+    /// IMAP: RFC822.SIZE does not match the message.
+    ImapWrongSize = "imap-wrong-size":
+        "IMAP: RFC822.SIZE is one more than the octets BODY[] sends",
+    /// IMAP: synchronizing literals get no continuation.
+    ImapLiteralNoContinuation = "imap-literal-no-continuation":
+        "IMAP: a synchronizing literal {n} in a command gets no + continuation",
+    /// IMAP: LITERAL+ advertised but refused.
+    ImapLiteralPlusRefused = "imap-literal-plus-refused":
+        "IMAP: LITERAL+ is advertised but commands with {n+} literals are answered BAD",
+    /// IMAP: one command, two completions.
+    ImapDoubleCompletion = "imap-double-completion":
+        "IMAP: NOOP is completed twice (two tagged OKs with its tag)",
+    /// IMAP: failures reported as protocol errors.
+    ImapFailureAsBad = "imap-failure-as-bad":
+        "IMAP: failures of valid commands (wrong password, no such mailbox) are answered BAD instead of NO",
+    /// IMAP: PREAUTH that is not.
+    ImapPreauthUnauthenticated = "imap-preauth-unauthenticated":
+        "IMAP: with the PREAUTH greeting, the session is still treated as not authenticated",
 }
 
 impl fmt::Display for Fault {
@@ -338,7 +395,8 @@ mod tests {
             assert_eq!(f.to_string().parse::<Fault>().ok(), Some(*f));
             assert!(!f.describe().is_empty());
         }
-        assert_eq!(Fault::ALL.len(), 57);
+        // 24 POP3, 30 IMAP, 22 SMTP; the bit set holds 128.
+        assert_eq!(Fault::ALL.len(), 76);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::faults::{Fault, Faults};
 use super::store::{canonical_mailbox, FlagChange, MailboxError, Message, Store, DELIMITER};
+use super::ImapGreeting;
 
 /// `write!` into a `Vec<u8>`, which cannot fail.
 macro_rules! put {
@@ -77,6 +78,7 @@ pub(super) struct Shared {
     pub handshake_timeout: Duration,
     pub greeting_delay: Duration,
     pub login_disabled_on_plaintext: bool,
+    pub greeting: ImapGreeting,
 }
 
 /// One connection from accept to close. Every failure just ends it.
@@ -159,6 +161,12 @@ enum Input {
     /// A non-synchronizing literal too large to take: its octets are on
     /// their way regardless, so the session has to end.
     Overflow,
+    /// The whole command was read, but is answered BAD with this text
+    /// (`imap-literal-plus-refused`).
+    Rejected {
+        prefix: Vec<u8>,
+        text: &'static str,
+    },
     Closed,
 }
 
@@ -167,14 +175,17 @@ struct Io<S> {
     reader: BufReader<S>,
     out: Vec<u8>,
     idle: Duration,
+    /// For the literal faults, which live in command reading.
+    faults: Faults,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
-    fn new(stream: S, idle: Duration) -> Self {
+    fn new(stream: S, idle: Duration, faults: Faults) -> Self {
         Io {
             reader: BufReader::new(stream),
             out: Vec::with_capacity(4096),
             idle,
+            faults,
         }
     }
 
@@ -260,6 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     async fn read_command(&mut self) -> Input {
         let mut buf = Vec::new();
         let mut literal_octets = 0usize;
+        let mut rejected = false;
         loop {
             let start = buf.len();
             let budget = MAX_LINE.saturating_sub(buf.len() - literal_octets);
@@ -271,8 +283,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             let Some((n, synchronizing)) = literal_announcement(&buf[start..]) else {
                 let end = strip_eol(&buf).len();
                 buf.truncate(end);
+                if rejected {
+                    let text = "non-synchronizing literals are not accepted";
+                    return Input::Rejected { prefix: buf, text };
+                }
                 return Input::Command(buf);
             };
+            rejected |= !synchronizing && self.faults.contains(Fault::ImapLiteralPlusRefused);
             let append = is_append(&buf);
             let limit = if append {
                 MAX_APPEND + MAX_ARG_LITERALS
@@ -285,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
                 _ if synchronizing => return Input::Refused { prefix: buf, append },
                 _ => return Input::Overflow,
             };
-            if synchronizing {
+            if synchronizing && !self.faults.contains(Fault::ImapLiteralNoContinuation) {
                 self.out.extend_from_slice(b"+ Ready for literal data\r\n");
                 if !self.flush().await {
                     return Input::Closed;
@@ -1434,6 +1451,12 @@ fn put_addresses(out: &mut Vec<u8>, addrs: &[Addr]) {
 
 /// ENVELOPE (RFC 3501 section 7.4.2): Sender and Reply-To default to From.
 fn put_envelope(out: &mut Vec<u8>, header: &[u8]) {
+    put_envelope_fields(out, header, true);
+}
+
+/// The envelope, with the Message-ID field only when `message_id` (its
+/// absence is the `imap-envelope-short` fault).
+fn put_envelope_fields(out: &mut Vec<u8>, header: &[u8], message_id: bool) {
     let get = |name: &str| header_value(header, name);
     let addrs = |name: &str| get(name).map(|v| parse_addresses(&v)).unwrap_or_default();
     let from = addrs("From");
@@ -1454,8 +1477,10 @@ fn put_envelope(out: &mut Vec<u8>, header: &[u8]) {
     }
     out.push(b' ');
     put_nstring(out, get("In-Reply-To").as_deref());
-    out.push(b' ');
-    put_nstring(out, get("Message-ID").as_deref());
+    if message_id {
+        out.push(b' ');
+        put_nstring(out, get("Message-ID").as_deref());
+    }
     out.push(b')');
 }
 
@@ -1520,11 +1545,13 @@ fn put_dsp_lang_loc(out: &mut Vec<u8>, e: &Entity<'_>) {
 }
 
 /// BODY (`extended` false) or BODYSTRUCTURE (RFC 3501 section 7.4.2).
-fn put_structure(out: &mut Vec<u8>, e: &Entity<'_>, extended: bool) {
+/// `lines: false` leaves out text parts' line counts (the
+/// `imap-bodystructure-no-lines` fault).
+fn put_structure(out: &mut Vec<u8>, e: &Entity<'_>, extended: bool, lines: bool) {
     out.push(b'(');
     if let Kind::Multipart(parts) = &e.kind {
         for part in parts {
-            put_structure(out, part, extended);
+            put_structure(out, part, extended, lines);
         }
         out.push(b' ');
         put_string(out, e.media.1.as_bytes());
@@ -1565,10 +1592,10 @@ fn put_structure(out: &mut Vec<u8>, e: &Entity<'_>, extended: bool) {
             out.push(b' ');
             put_envelope(out, inner.header);
             out.push(b' ');
-            put_structure(out, inner, extended);
+            put_structure(out, inner, extended, lines);
             put!(out, " {}", count_lines(e.body));
         }
-        _ if kind == "TEXT" => put!(out, " {}", count_lines(e.body)),
+        _ if kind == "TEXT" && lines => put!(out, " {}", count_lines(e.body)),
         _ => {}
     }
     if extended {
@@ -2035,22 +2062,30 @@ fn put_fetch(out: &mut Vec<u8>, sel: &Selected, idx: usize, items: &[Item], faul
                 };
                 put!(out, "UID {uid}");
             }
-            Item::InternalDate => put!(
-                out,
-                "INTERNALDATE \"{}\"",
-                format_date_time(m.internal_date, m.internal_zone)
-            ),
-            Item::Size => put!(out, "RFC822.SIZE {}", m.size()),
+            Item::InternalDate => {
+                let mut date = format_date_time(m.internal_date, m.internal_zone);
+                if faults.contains(Fault::ImapInternaldateWrongForm) {
+                    // "14-Nov-2023 ..." becomes the RFC 5322 spelling "14 Nov 2023 ...".
+                    date = date.replacen('-', " ", 2);
+                }
+                put!(out, "INTERNALDATE \"{date}\"")
+            }
+            Item::Size => {
+                let size = m.size() + usize::from(faults.contains(Fault::ImapWrongSize));
+                put!(out, "RFC822.SIZE {size}")
+            }
             Item::Envelope => {
                 out.extend_from_slice(b"ENVELOPE ");
-                put_envelope(out, split_header(&m.data).0);
+                let short = faults.contains(Fault::ImapEnvelopeShort);
+                put_envelope_fields(out, split_header(&m.data).0, !short);
             }
             Item::Body | Item::BodyStructure => {
                 let extended = *item == Item::BodyStructure;
+                let lines = !faults.contains(Fault::ImapBodystructureNoLines);
                 out.extend_from_slice(if extended { b"BODYSTRUCTURE " } else { b"BODY " });
                 match &entity {
-                    Some(e) => put_structure(out, e, extended),
-                    None => put_structure(out, &parse_message(&m.data), extended),
+                    Some(e) => put_structure(out, e, extended, lines),
+                    None => put_structure(out, &parse_message(&m.data), extended, lines),
                 }
             }
             Item::Rfc822 => {
@@ -2439,12 +2474,20 @@ impl Session {
     }
 
     fn capabilities(&self) -> String {
-        let mut caps = vec!["IMAP4rev1"];
+        let mut caps = Vec::new();
+        if !(self.authenticated && self.has(Fault::ImapNoVersionAfterLogin)) {
+            caps.push("IMAP4rev1");
+        }
         if !self.authenticated {
-            if !self.tls_active {
+            // `imap-starttls-stale-capabilities`: TLS changes nothing in the list.
+            let plaintext = !self.tls_active || self.has(Fault::ImapStarttlsStaleCapabilities);
+            if plaintext {
                 caps.push("STARTTLS");
             }
-            if self.plaintext_refused() {
+            let disabled = plaintext
+                && (self.shared.login_disabled_on_plaintext
+                    || self.has(Fault::ImapLoginDespiteLogindisabled));
+            if disabled {
                 caps.push("LOGINDISABLED");
             } else {
                 caps.extend(["AUTH=PLAIN", "SASL-IR"]);
@@ -2472,6 +2515,7 @@ impl Session {
         };
         let word = match status {
             Status::Ok => "OK",
+            Status::No if self.has(Fault::ImapFailureAsBad) => "BAD",
             Status::No => "NO",
             Status::Bad if self.has(Fault::ImapBadAsNo) => "NO",
             Status::Bad => "BAD",
@@ -2502,7 +2546,7 @@ impl Session {
     /// Serves commands over `stream` until the client leaves, LOGOUT, or
     /// STARTTLS; hands the stream back so the caller can close or upgrade it.
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, stream: S, greet: bool) -> (Next, S) {
-        let mut io = Io::new(stream, self.shared.idle_timeout);
+        let mut io = Io::new(stream, self.shared.idle_timeout, self.faults);
         let next = self.drive(&mut io, greet).await;
         // Bytes pipelined after STARTTLS are dropped with the reader: they
         // were sent in plaintext and must not be executed after the upgrade.
@@ -2515,11 +2559,34 @@ impl Session {
             if !self.shared.greeting_delay.is_zero() {
                 tokio::time::sleep(self.shared.greeting_delay).await;
             }
-            put!(
-                io.out,
-                "* OK [CAPABILITY {}] mailcheck IMAP ready\r\n",
-                self.capabilities()
-            );
+            match self.shared.greeting {
+                ImapGreeting::Ok => put!(
+                    io.out,
+                    "* OK [CAPABILITY {}] mailcheck IMAP ready\r\n",
+                    self.capabilities()
+                ),
+                ImapGreeting::Preauth => {
+                    // RFC 9051 section 7.1.4: the connection starts authenticated
+                    // (as the first account, like a server that knows its client).
+                    if !self.has(Fault::ImapPreauthUnauthenticated) {
+                        self.user = self.shared.store.first_user();
+                        self.authenticated = self.user.is_some();
+                    }
+                    put!(
+                        io.out,
+                        "* PREAUTH [CAPABILITY {}] mailcheck IMAP ready, logged in as {}\r\n",
+                        self.capabilities(),
+                        self.shared.store.first_user().unwrap_or_default()
+                    );
+                }
+                ImapGreeting::Bye => {
+                    // RFC 9051 section 7.1.5: a server that refuses the connection.
+                    io.out
+                        .extend_from_slice(b"* BYE mailcheck IMAP does not accept connections now\r\n");
+                    io.flush().await;
+                    return Next::Close;
+                }
+            }
             if !io.flush().await {
                 return Next::Close;
             }
@@ -2535,6 +2602,10 @@ impl Session {
                 }
                 Input::TooLong(prefix) => {
                     self.complete_raw(&mut io.out, &prefix, Status::Bad, "command line too long");
+                    Action::Continue
+                }
+                Input::Rejected { prefix, text } => {
+                    self.complete_raw(&mut io.out, &prefix, Status::Bad, text);
                     Action::Continue
                 }
                 Input::Refused { prefix, append } => {
@@ -2584,13 +2655,15 @@ impl Session {
     async fn idle<S: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut Io<S>, tag: &str) -> Option<Next> {
         let mut changes = self.shared.store.watch_changes();
         changes.borrow_and_update();
-        io.out.extend_from_slice(b"+ idling\r\n");
+        if !self.has(Fault::ImapIdleNoContinuation) {
+            io.out.extend_from_slice(b"+ idling\r\n");
+        }
         if !self.post_sync(&mut io.out, false) || !io.flush().await {
             io.flush().await;
             return Some(Next::Close);
         }
         let deadline = Instant::now() + self.shared.idle_timeout;
-        let mut watching = true;
+        let mut watching = !self.has(Fault::ImapIdleNoUpdates);
         loop {
             tokio::select! {
                 readable = io.readable_before(deadline) => match readable {
@@ -2694,6 +2767,9 @@ impl Session {
             return Action::Close;
         }
         if !(is_fetch && self.has(Fault::ImapNoCompletion)) {
+            self.complete(out, &tag, status, &text);
+        }
+        if name == "NOOP" && self.has(Fault::ImapDoubleCompletion) {
             self.complete(out, &tag, status, &text);
         }
         action
@@ -3071,7 +3147,7 @@ impl Session {
         }
         let full = [&reference[..], &pattern[..]].concat();
         let existing = self.shared.store.mailbox_names(&user);
-        let names = if lsub {
+        let names = if lsub && !self.has(Fault::ImapLsubUnsubscribed) {
             self.shared.store.subscriptions(&user)
         } else {
             existing.clone()
@@ -3250,6 +3326,7 @@ impl Session {
         }
         p.end()?;
         let key = Key::And(keys);
+        let uid_mode = uid_mode && !self.has(Fault::ImapUidSearchSeqs);
         let sel = self.selected_mut()?;
         let max_seq = sel.count();
         let max_uid = sel.msgs.last().map_or(0, |m| m.imap_uid);
@@ -3358,6 +3435,7 @@ impl Session {
         p.end()?;
         let user = self.user()?;
         let store = Arc::clone(&self.shared.store);
+        let report_uid = uid_mode && !self.has(Fault::ImapUidStoreNoUid);
         let sel = self.selected_mut()?;
         if sel.read_only {
             return no("mailbox is read-only");
@@ -3381,7 +3459,7 @@ impl Session {
             for idx in changed {
                 put!(out, "* {} FETCH (FLAGS ", idx + 1);
                 put_flags(out, sel.flags_of(idx));
-                if uid_mode {
+                if report_uid {
                     put!(out, " UID {}", sel.msgs[idx].imap_uid);
                 }
                 out.extend_from_slice(b")\r\n");
@@ -3399,6 +3477,12 @@ impl Session {
         let user = self.user()?;
         let store = Arc::clone(&self.shared.store);
         let word = if moving { "MOVE" } else { "COPY" };
+        let lost = !moving && self.has(Fault::ImapCopyLost);
+        let announce = if moving && self.has(Fault::ImapMoveSilent) {
+            Expunges::Silent
+        } else {
+            Expunges::Announce
+        };
         let sel = self.selected_mut()?;
         if moving && sel.read_only {
             return no("mailbox is read-only");
@@ -3411,6 +3495,9 @@ impl Session {
         let uids: Vec<u32> = indices.iter().map(|i| sel.msgs[*i].imap_uid).collect();
         if store.mailbox(&user, &target).is_none() {
             return Err(target_fail(MailboxError::NoSuchMailbox));
+        }
+        if lost {
+            return done("COPY completed");
         }
         let (target_validity, pairs) = store
             .copy(&user, &sel.name, sel.uid_validity, &uids, &target)
@@ -3431,7 +3518,7 @@ impl Session {
         store.remove(&user, &sel.name, sel.uid_validity, &from);
         // RFC 6851: COPYUID in an untagged OK before the EXPUNGEs.
         put!(out, "* OK [{code}] moved\r\n");
-        sync_view(&store, &user, sel, out, Expunges::Announce);
+        sync_view(&store, &user, sel, out, announce);
         done("MOVE completed")
     }
 
@@ -3468,6 +3555,7 @@ mod tests {
             handshake_timeout: Duration::from_secs(1),
             greeting_delay: Duration::ZERO,
             login_disabled_on_plaintext: false,
+            greeting: ImapGreeting::Ok,
         };
         Session::new(Arc::new(shared), false)
     }
@@ -3623,7 +3711,7 @@ epilogue\r\n";
         assert!(resolve_part(&root, &[4]).is_none());
         assert!(resolve_part(&root, &[1, 1]).is_none());
         let mut out = Vec::new();
-        put_structure(&mut out, &root, true);
+        put_structure(&mut out, &root, true, true);
         let text = String::from_utf8(out).expect("ascii");
         assert!(
             text.starts_with(

@@ -52,6 +52,19 @@ pub enum ServerError {
     NoListener,
 }
 
+/// How the embedded IMAP server greets a connection (RFC 9051 section 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImapGreeting {
+    /// `* OK`: the session starts not authenticated (the usual case).
+    #[default]
+    Ok,
+    /// `* PREAUTH`: the session starts authenticated as the first account,
+    /// like a server that knows its client by other means.
+    Preauth,
+    /// `* BYE`: the connection is refused and closed.
+    Bye,
+}
+
 /// How to run the server. Build one with [`ServerConfig::new`] or
 /// [`ServerConfig::localhost`] and adjust the fields.
 #[derive(Debug, Clone)]
@@ -82,6 +95,8 @@ pub struct ServerConfig {
     /// LOGINDISABLED and refuses LOGIN and AUTHENTICATE PLAIN, like servers
     /// that only take passwords over TLS.
     pub imap_login_disabled_on_plaintext: bool,
+    /// The IMAP greeting: OK (default), PREAUTH or BYE.
+    pub imap_greeting: ImapGreeting,
     pub faults: Faults,
     /// Maildrops shared by all sessions (and by whoever started the server).
     pub store: Arc<Store>,
@@ -120,6 +135,7 @@ impl ServerConfig {
             smtps_listen: None,
             smtp_max_message_size: 10 * 1024 * 1024,
             imap_login_disabled_on_plaintext: false,
+            imap_greeting: ImapGreeting::Ok,
             faults: Faults::none(),
             store,
             identity,
@@ -247,6 +263,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         handshake_timeout: config.handshake_timeout,
         greeting_delay: config.greeting_delay,
         login_disabled_on_plaintext: config.imap_login_disabled_on_plaintext,
+        greeting: config.imap_greeting,
     });
     // Everything is bound before any accept loop starts, so a failed bind
     // leaves nothing running.
