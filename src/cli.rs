@@ -187,6 +187,9 @@ pub struct ServeArgs {
     /// Greet without an APOP timestamp.
     #[arg(long)]
     pub no_apop: bool,
+    /// smtp only: the SIZE limit in octets (default 10485760); larger mail gets 552.
+    #[arg(long, value_name = "OCTETS")]
+    pub max_message_size: Option<usize>,
 }
 
 #[derive(Debug, Args)]

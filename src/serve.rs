@@ -86,6 +86,14 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode, AppError> {
     }
     config.faults = faults;
     config.apop = !args.no_apop;
+    if let Some(n) = args.max_message_size {
+        if args.protocol != ServeProtocol::Smtp || n == 0 {
+            return Err(AppError::Usage(
+                "--max-message-size is for `serve smtp`, and takes a number of octets above 0".into(),
+            ));
+        }
+        config.smtp_max_message_size = n;
+    }
     if let Some(path) = &args.cert_out {
         crate::report::junit::write_file(path, identity.cert_pem.as_bytes()).map_err(AppError::Runtime)?;
     }
@@ -138,21 +146,33 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, AppError> {
     }
     let faults = parse_faults(&args.faults)?;
     let identity = identity()?;
-    let mut config = ServerConfig::new(Arc::new(Store::fixture()), identity.clone()).with_imap();
+    let mut config = ServerConfig::new(Arc::new(Store::fixture()), identity.clone())
+        .with_imap()
+        .with_smtp();
     config.faults = faults;
     let running = server::start(config)
         .await
         .map_err(|e| AppError::Runtime(e.to_string()))?;
-    let (Some(plain), Some(imap)) = (running.pop3_addr, running.imap_addr) else {
+    let (Some(plain), Some(imap), Some(smtp), Some(submission)) = (
+        running.pop3_addr,
+        running.imap_addr,
+        running.smtp_addr,
+        running.submission_addr,
+    ) else {
         return Err(AppError::Runtime(
             "the embedded server did not start its listeners".into(),
         ));
     };
     let scenarios = bundled_scenarios("scenarios/pop3/")?;
     let imap_scenarios = bundled_scenarios("scenarios/imap/")?;
-    if scenarios.is_empty() || imap_scenarios.is_empty() {
+    // SMTP scenarios that need TLS (AUTH) go to the submission port, the
+    // rest (STARTTLS itself, smuggling, delivery) to the relay port.
+    let (smtp_tls, smtp_plain): (Vec<_>, Vec<_>) = bundled_scenarios("scenarios/smtp/")?
+        .into_iter()
+        .partition(|s| s.requires.contains(&crate::scenario::Requirement::Tls));
+    if scenarios.is_empty() || imap_scenarios.is_empty() || smtp_plain.is_empty() {
         return Err(AppError::Runtime(
-            "this build has no bundled scenarios (scenarios/pop3 or scenarios/imap was empty)".into(),
+            "this build has no bundled scenarios (scenarios/pop3, imap or smtp was empty)".into(),
         ));
     }
     let (user, password) = FIXTURE_USERS[0];
@@ -170,11 +190,26 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, AppError> {
         allow_send: true,
         others: Vec::new(),
     };
+    let parse = |url: String| Target::parse(&url).map_err(|e| AppError::Runtime(e.to_string()));
     let imap_run = RunConfig {
-        target: Target::parse(&format!("imap://{imap}")).map_err(|e| AppError::Runtime(e.to_string()))?,
+        target: parse(format!("imap://{imap}"))?,
         ..run.clone()
     };
-    println!("mailcheck demo: the embedded server listens on pop3://{plain} and imap://{imap}; user {user}");
+    // Mail the SMTP scenarios send goes to the demo user, and the delivery
+    // check reads it back over POP3.
+    let smtp_run = RunConfig {
+        target: parse(format!("smtp://{smtp}"))?,
+        vars: vec![("rcpt".into(), format!("{user}@localhost"))],
+        others: vec![parse(format!("pop3://{plain}"))?],
+        ..run.clone()
+    };
+    let submission_run = RunConfig {
+        target: parse(format!("submission://{submission}"))?,
+        ..smtp_run.clone()
+    };
+    println!(
+        "mailcheck demo: the embedded server listens on pop3://{plain}, imap://{imap}, smtp://{smtp} and submission://{submission}; user {user}"
+    );
     if !faults.is_empty() {
         println!("faults switched on: {faults}");
     }
@@ -184,7 +219,16 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, AppError> {
         verbose: args.verbose,
         quiet: false,
     };
-    let code = execute_runs(&[(&scenarios, &run), (&imap_scenarios, &imap_run)], &output).await;
+    let code = execute_runs(
+        &[
+            (&scenarios, &run),
+            (&imap_scenarios, &imap_run),
+            (&smtp_plain, &smtp_run),
+            (&smtp_tls, &submission_run),
+        ],
+        &output,
+    )
+    .await;
     running.shutdown().await;
     if faults.is_empty() {
         println!("see a failure: mailcheck demo --fault no-byte-stuffing   (list: --fault list)");
