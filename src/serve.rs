@@ -196,11 +196,14 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode, AppError> {
         ..run.clone()
     };
     // Mail the SMTP scenarios send goes to the demo user, and the delivery
-    // check reads it back over POP3.
+    // checks read it back over POP3 and IMAP.
     let smtp_run = RunConfig {
         target: parse(format!("smtp://{smtp}"))?,
         vars: vec![("rcpt".into(), format!("{user}@localhost"))],
-        others: vec![parse(format!("pop3://{plain}"))?],
+        others: vec![
+            parse(format!("pop3://{plain}"))?,
+            parse(format!("imap://{imap}"))?,
+        ],
         ..run.clone()
     };
     let submission_run = RunConfig {

@@ -125,13 +125,14 @@ fn assert_clean(run: &Run, password: &str) {
     }
 }
 
-/// All three ports, each with the delivery check through Dovecot's POP3.
+/// All three ports, each with the delivery checks through Dovecot's POP3 and IMAP.
 /// One test, so the deliveries to carol never overlap.
 #[test]
 fn smtp_suite_passes_on_relay_submission_and_smtps_with_delivery() {
     let Some(env) = servers() else { return };
     let password = env["MAILCHECK_DOVECOT_PASSWORD3"].clone();
     let pop3 = format!("pop3://{}", env["MAILCHECK_DOVECOT_POP3"]);
+    let imap = format!("imap://{}", env["MAILCHECK_DOVECOT_IMAP"]);
     let port = |k: &str| env[&format!("MAILCHECK_POSTFIX_{k}_PORT")].clone();
     for (target, auth_ran) in [
         (format!("smtp://{}", env["MAILCHECK_POSTFIX_SMTP"]), false),
@@ -140,19 +141,16 @@ fn smtp_suite_passes_on_relay_submission_and_smtps_with_delivery() {
     ] {
         let run = run_smtp(
             &env,
-            &[target.clone(), pop3.clone()],
+            &[target.clone(), pop3.clone(), imap.clone()],
             &password,
             &["--allow-send"],
         );
         assert_clean(&run, &password);
         let passed = run.json["totals"]["passed"].as_u64().unwrap_or(0);
         assert!(passed >= 20, "{target}: only {passed} passed\n{}", run.out.stdout);
-        assert_eq!(
-            status(&run, "delivery-to-pop3-intact"),
-            "passed",
-            "{target}\n{}",
-            run.out.stdout
-        );
+        for delivery in ["delivery-to-pop3-intact", "delivery-to-imap-intact"] {
+            assert_eq!(status(&run, delivery), "passed", "{target}\n{}", run.out.stdout);
+        }
         assert_eq!(status(&run, "data-lf-dot-is-not-the-end"), "passed", "{target}");
         assert_eq!(status(&run, "pipelining-replies-in-order"), "passed", "{target}");
         let want = if auth_ran { "passed" } else { "skipped" };
@@ -194,18 +192,28 @@ fn sending_scenarios_are_skipped_without_allow_send() {
         scenario["reason"].as_str().unwrap().contains("--allow-send"),
         "{scenario}"
     );
-    // The delivery check also says it needs the POP3 target.
+    // The delivery checks also say which target they need.
     let run = run_smtp(
         &env,
         &[format!("smtp://{}", env["MAILCHECK_POSTFIX_SMTP"])],
         &password,
         &["--allow-send", "--only", "delivery"],
     );
-    let reason = run.json["scenarios"][0]["reason"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    assert!(reason.contains("pop3 target"), "{reason}");
+    let reasons: Vec<&str> = run.json["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("target for pop3")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("target for imap")),
+        "{reasons:?}"
+    );
 }
 
 #[test]

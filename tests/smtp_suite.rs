@@ -21,7 +21,7 @@ enum Port {
 
 /// Run the bundled suite (or only the scenario `only`) on one port.
 async fn run_suite(faults: Faults, port: Port, only: Option<&str>) -> RunReport {
-    let mut config = ServerConfig::localhost().expect("config").with_smtp();
+    let mut config = ServerConfig::localhost().expect("config").with_smtp().with_imap();
     config.faults = faults;
     let cert = config.identity.cert_pem.clone();
     let running = server::start(config).await.expect("server");
@@ -34,6 +34,7 @@ async fn run_suite(faults: Faults, port: Port, only: Option<&str>) -> RunReport 
         Port::Smtps => format!("smtps://localhost:{}", running.smtps_addr.unwrap().port()),
     };
     let pop3 = format!("pop3://localhost:{}", running.pop3_addr.unwrap().port());
+    let imap = format!("imap://localhost:{}", running.imap_addr.unwrap().port());
     let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/smtp");
     let paths = match only {
         Some(stem) => vec![folder.join(format!("{stem}.yaml"))],
@@ -51,7 +52,7 @@ async fn run_suite(faults: Faults, port: Port, only: Option<&str>) -> RunReport 
         timeout: Duration::from_secs(2),
         allow_destructive: true,
         allow_send: true,
-        others: vec![Target::parse(&pop3).unwrap()],
+        others: vec![Target::parse(&pop3).unwrap(), Target::parse(&imap).unwrap()],
     };
     let report = run_all(&scenarios, &run, |_| {}).await;
     running.shutdown().await;
@@ -102,6 +103,7 @@ async fn the_correct_server_passes_the_smtp_suite_on_every_port() {
         }
         // The checks that need each kind of port did run.
         assert_eq!(status(&r, "delivery-to-pop3-intact"), Status::Passed, "{text}");
+        assert_eq!(status(&r, "delivery-to-imap-intact"), Status::Passed, "{text}");
         assert_eq!(status(&r, "data-lf-dot-is-not-the-end"), Status::Passed, "{text}");
         if port == Port::Relay {
             assert_eq!(
@@ -213,6 +215,8 @@ fault_tests! {
     lf_dot_ends_data: SmtpLfDotEndsData on Relay => fails "data-lf-dot-is-not-the-end" Some("smtp.smuggling");
     no_dot_unstuff: SmtpNoDotUnstuff on Relay => fails "delivery-to-pop3-intact" None;
     strip_8bit: SmtpStrip8bit on Relay => fails "delivery-to-pop3-intact" None;
+    no_dot_unstuff_over_imap: SmtpNoDotUnstuff on Relay => fails "delivery-to-imap-intact" None;
+    strip_8bit_over_imap: SmtpStrip8bit on Relay => fails "delivery-to-imap-intact" None;
     quit_stays_open: SmtpQuitStaysOpen on Relay => fails "quit-221-then-close" Some("smtp.quit-close");
     pipelining_drops: SmtpPipeliningDrops on Relay => fails "pipelining-replies-in-order" None;
     no_greeting: SmtpNoGreeting on Relay => fails "greeting-220" None;

@@ -49,6 +49,8 @@ pub struct BodyMatcher<'e> {
     /// For `delivered:`: the message as sent, and the body as received
     /// (capped at the sent size plus room for added header fields).
     delivered: Option<(std::sync::Arc<Vec<u8>>, Vec<u8>, bool)>,
+    /// IMAP: the delivered message is the literal data, not the lines fed.
+    literals_only: bool,
 }
 
 /// Room for the header fields a receiving server adds in front of a message.
@@ -88,12 +90,31 @@ impl<'e> BodyMatcher<'e> {
             preview: Vec::new(),
             failure: None,
             delivered,
+            literals_only: false,
         })
+    }
+
+    /// IMAP: take `delivered:` from literal data ([`BodyMatcher::feed_literal`])
+    /// rather than from the response lines.
+    pub fn delivered_from_literals(mut self) -> Self {
+        self.literals_only = true;
+        self
+    }
+
+    /// Literal data of a response (IMAP FETCH BODY[]), for `delivered:`.
+    pub fn feed_literal(&mut self, data: &[u8]) {
+        if let (true, Some((sent, got, overflow))) = (self.literals_only, &mut self.delivered) {
+            if got.len() + data.len() <= sent.len() + ADDED_HEADERS_CAP {
+                got.extend_from_slice(data);
+            } else {
+                *overflow = true;
+            }
+        }
     }
 
     /// One piece of unstuffed content (`complete` when it ends a line).
     pub fn feed(&mut self, content: &[u8], complete: bool) {
-        if let Some((sent, got, overflow)) = &mut self.delivered {
+        if let (false, Some((sent, got, overflow))) = (self.literals_only, &mut self.delivered) {
             if got.len() + content.len() <= sent.len() + ADDED_HEADERS_CAP {
                 got.extend_from_slice(content);
             } else {

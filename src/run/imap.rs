@@ -188,8 +188,19 @@ impl Run<'_> {
                 loop {
                     let (used, ev) = imap.reader.feed(input, &mut found);
                     let Some(ev) = ev else { break };
+                    // `delivered:` compares literal data (a FETCH BODY[]), kept or streamed.
+                    if let (ReadEvent::LiteralData(d), Some(m)) = (&ev, matcher.as_deref_mut()) {
+                        m.feed_literal(d);
+                    }
                     if let ReadEvent::Response { frame, response } = ev {
                         let first = frame.text();
+                        let untagged_data = !matches!(response, Response::Tagged { .. } | Response::Continue { .. });
+                        if let (true, Some(m)) = (untagged_data, matcher.as_deref_mut()) {
+                            for l in frame.literals.iter().filter(|l| l.inline) {
+                                let end = (l.data as u64 + l.len).min(frame.bytes.len() as u64) as usize;
+                                m.feed_literal(&frame.bytes[l.data.min(end)..end]);
+                            }
+                        }
                         let slot = match &response {
                             _ if want.is_empty() => Some(0),
                             // A continuation request answers our synchronizing literal.
@@ -342,7 +353,11 @@ impl Run<'_> {
             conn.waiting_for(what);
         }
         let mut matcher = match &x.body {
-            Some(b) => Some(BodyMatcher::new(b, &self.vars).map_err(Stop::Error)?),
+            Some(b) => Some(
+                BodyMatcher::new(b, &self.vars)
+                    .map_err(Stop::Error)?
+                    .delivered_from_literals(),
+            ),
             None => None,
         };
         let mut refused = None;

@@ -190,9 +190,10 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig, info: &ServerInfo) -
             Requirement::ApopTimestamp => {
                 (!info.apop_timestamp).then(|| "the greeting offers no APOP timestamp".to_string())
             }
-            Requirement::Tls => {
-                (!info.tls).then(|| "needs a TLS connection (pop3s://, imaps:// or --starttls)".to_string())
-            }
+            Requirement::Tls => (!info.tls).then(|| {
+                "needs a TLS connection (pop3s://, imaps://, smtps://, submission:// or --starttls)"
+                    .to_string()
+            }),
             Requirement::Plaintext => (config.target.security == Security::Implicit
                 || config.starttls_for(&config.target))
             .then(|| {
@@ -213,7 +214,7 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig, info: &ServerInfo) -
             Requirement::Target(p) => config
                 .target_for(*p)
                 .is_none()
-                .then(|| format!("needs a {p} target too: add --target {p}://HOST")),
+                .then(|| format!("needs a target for {p} too: add --target {p}://HOST")),
             // `CAPA` itself is met by a server that answers CAPA (RFC 2449), whatever it lists.
             Requirement::Capability(_) if info.capa_broken => None,
             Requirement::Capability(c) if c == "CAPA" => info
@@ -700,7 +701,7 @@ impl<'a> Run<'a> {
             .map_or(self.config.target.protocol, |(_, p)| *p);
         let target = self.config.target_for(protocol).cloned().ok_or_else(|| {
             Stop::Error(format!(
-                "session `{name}` needs a {protocol} target: add --target {protocol}://HOST"
+                "session `{name}` needs a target for {protocol}: add --target {protocol}://HOST"
             ))
         })?;
         let old = Parked {
