@@ -9,24 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 fn dovecot() -> Option<HashMap<String, String>> {
-    let path = match std::env::var("MAILCHECK_DOVECOT_ENV") {
-        Ok(p) => p,
-        Err(_) => {
-            assert!(
-                std::env::var_os("MAILCHECK_REQUIRE_DOVECOT").is_none(),
-                "MAILCHECK_REQUIRE_DOVECOT is set but MAILCHECK_DOVECOT_ENV is not: start Dovecot with ci/test"
-            );
-            eprintln!("skipped: no Dovecot (run the tests through ci/test)");
-            return None;
-        }
-    };
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    Some(
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect(),
-    )
+    env_file("MAILCHECK_DOVECOT_ENV", "MAILCHECK_REQUIRE_DOVECOT")
 }
 
 struct Run {

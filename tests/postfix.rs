@@ -11,27 +11,6 @@ use common::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
-fn env_file(var: &str, require: &str) -> Option<HashMap<String, String>> {
-    let path = match std::env::var(var) {
-        Ok(p) => p,
-        Err(_) => {
-            assert!(
-                std::env::var_os(require).is_none(),
-                "{require} is set but {var} is not: start the servers with ci/test"
-            );
-            eprintln!("skipped: no {var} (run the tests through ci/test)");
-            return None;
-        }
-    };
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    Some(
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect(),
-    )
-}
-
 /// Postfix's and Dovecot's settings, merged.
 fn servers() -> Option<HashMap<String, String>> {
     let mut env = env_file("MAILCHECK_POSTFIX_ENV", "MAILCHECK_REQUIRE_POSTFIX")?;

@@ -618,22 +618,7 @@ impl Run<'_> {
                     .into(),
             ));
         }
-        let user = match user {
-            Some(t) => t.expand(&self.vars).map_err(Stop::Error)?,
-            None => self
-                .config
-                .user
-                .clone()
-                .ok_or_else(|| Stop::Error("login needs --user".into()))?,
-        };
-        let password = match password {
-            Some(t) => Secret::new(t.expand(&self.vars).map_err(Stop::Error)?),
-            None => self
-                .config
-                .password
-                .clone()
-                .ok_or_else(|| Stop::Error("login needs MAILCHECK_PASSWORD or --password-file".into()))?,
-        };
+        let (user, password) = self.credentials(user, password, "login")?;
         let (Some(u), Some(p)) = (imap::quote(&user), imap::quote(password.expose())) else {
             return Err(Stop::Error(
                 "the user name or password contains a line break".into(),

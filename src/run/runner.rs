@@ -512,6 +512,32 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The user name and password a login step uses: the step's own
+    /// templates, else the run's credentials. `what` names the step in errors.
+    pub(crate) fn credentials(
+        &self,
+        user: Option<&Template>,
+        password: Option<&Template>,
+        what: &str,
+    ) -> Result<(String, Secret), Stop> {
+        let user = match user {
+            Some(t) => t.expand(&self.vars).map_err(Stop::Error)?,
+            None => self
+                .config
+                .user
+                .clone()
+                .ok_or_else(|| Stop::Error(format!("{what} needs --user")))?,
+        };
+        let password =
+            match password {
+                Some(t) => Secret::new(t.expand(&self.vars).map_err(Stop::Error)?),
+                None => self.config.password.clone().ok_or_else(|| {
+                    Stop::Error(format!("{what} needs MAILCHECK_PASSWORD or --password-file"))
+                })?,
+            };
+        Ok((user, password))
+    }
+
     pub(crate) fn conn(&mut self) -> Result<&mut Conn, Stop> {
         self.conn.as_mut().ok_or_else(|| {
             Stop::Error("the connection is closed (add `reconnect: {}` to open a new one)".into())

@@ -401,22 +401,7 @@ impl Run<'_> {
         password: Option<&Template>,
         expect: Option<&Pattern>,
     ) -> Result<(), Stop> {
-        let user = match user {
-            Some(t) => t.expand(&self.vars).map_err(Stop::Error)?,
-            None => self
-                .config
-                .user
-                .clone()
-                .ok_or_else(|| Stop::Error("AUTH needs --user".into()))?,
-        };
-        let password = match password {
-            Some(t) => Secret::new(t.expand(&self.vars).map_err(Stop::Error)?),
-            None => self
-                .config
-                .password
-                .clone()
-                .ok_or_else(|| Stop::Error("AUTH needs MAILCHECK_PASSWORD or --password-file".into()))?,
-        };
+        let (user, password) = self.credentials(user, password, "AUTH")?;
         self.redactor.add(&password);
         let label = format!("AUTH {mechanism}");
         let reply = match mechanism {

@@ -82,3 +82,27 @@ pub fn scenario_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write scenario");
     path
 }
+
+/// KEY=VALUE settings a server start script wrote (ci/dovecot, ci/postfix),
+/// read from the file named by `var`. `None` (the test skips) when `var`
+/// is unset, unless `require` is set too (as in CI): then that fails.
+pub fn env_file(var: &str, require: &str) -> Option<std::collections::HashMap<String, String>> {
+    let path = match std::env::var(var) {
+        Ok(p) => p,
+        Err(_) => {
+            assert!(
+                std::env::var_os(require).is_none(),
+                "{require} is set but {var} is not: start the servers with ci/test"
+            );
+            eprintln!("skipped: no {var} (run the tests through ci/test)");
+            return None;
+        }
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect(),
+    )
+}
