@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[command(
     name = "mailcheck",
     version,
-    about = "Test mail servers against the RFCs (POP3, IMAP) and diagnose IMAP, POP3 and SMTP endpoints",
+    about = "Test mail servers against the RFCs (POP3, IMAP, SMTP) and diagnose their endpoints",
     after_help = "`mailcheck NAME` (a provider preset or a domain) is short for `mailcheck probe NAME`."
 )]
 pub struct Cli {

@@ -1,4 +1,4 @@
-//! mailcheck: test mail servers against the RFCs (POP3 and IMAP; SMTP to come)
+//! mailcheck: test mail servers against the RFCs (POP3, IMAP and SMTP)
 //! and diagnose their endpoints (`probe`).
 //!
 //! The flow: scenario files are loaded into pure data ([`scenario`]), the
