@@ -80,6 +80,24 @@ fn unknown_scheme_is_a_usage_error() {
 }
 
 #[test]
+fn one_target_per_protocol() {
+    let out = mailcheck(&[
+        "run",
+        "scenarios/smtp",
+        "--target",
+        "smtp://127.0.0.1:1",
+        "--target",
+        "smtps://127.0.0.1:2",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("one target per protocol"), "{}", out.stderr);
+    let out = mailcheck(&["run", "scenarios/smtp", "--target", "smtp://127.0.0.1:1"]);
+    // Unreachable, not a usage error; the message names host:port.
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.all().contains("127.0.0.1:1"), "{}", out.all());
+}
+
+#[test]
 fn missing_scenario_path_is_a_usage_error() {
     let out = mailcheck(&["run", "no/such/dir", "--target", "pop3://127.0.0.1:1"]);
     assert_eq!(out.code, 2);

@@ -1235,6 +1235,71 @@ mod tests {
         assert!(load("name: x\nrfc: y\nsteps:\n  - idle: {}\n").is_err());
     }
 
+    fn smtp(src: &str) -> Result<Scenario, LoadError> {
+        load_str(Path::new("scenarios/smtp/t.yaml"), src)
+    }
+
+    #[test]
+    fn smtp_steps_and_their_rules() {
+        let ok = smtp(
+            "name: x\nrfc: y\nsends: true\nrequires: [\"var:rcpt\", AUTH=PLAIN]\nsteps:\n  - C: EHLO ${client}\n    S: \"250*\"\n    body: {contains: [\"SIZE {limit}\"]}\n  - auth: {mechanism: plain}\n    S: \"235*\"\n  - data: {text: \"Subject: x\\n\\nhi\\n\", capture: sent}\n  - send: \"NOOP\\r\\n\"\n    S: \"250*\"\n  - stls: {inject: NOOP}\n",
+        )
+        .unwrap();
+        assert!(ok.sends);
+        assert_eq!(ok.requires[0], Requirement::Var("rcpt".into()));
+        assert!(matches!(&ok.steps[1].kind, StepKind::Auth { mechanism, .. } if mechanism == "PLAIN"));
+        assert!(matches!(&ok.steps[2].kind, StepKind::Data(d) if d.capture.as_deref() == Some("sent")));
+        assert!(matches!(
+            &ok.steps[4].kind,
+            StepKind::StartTls { inject: Some(_) }
+        ));
+        // A data step sends mail: the scenario must say so.
+        let e = smtp("name: x\nrfc: y\nsteps:\n  - C: EHLO x\n  - data: {text: hi}\n").unwrap_err();
+        assert!(e.message.contains("sends: true"), "{e}");
+        assert_eq!(e.line, 5);
+        // So does a send: that ends message data; a bare C: DATA does not.
+        let e = smtp("name: x\nrfc: y\nsteps:\n  - send: \"hi\\r\\n.\\r\\n\"\n").unwrap_err();
+        assert!(e.message.contains("sends: true"), "{e}");
+        assert!(smtp("name: x\nrfc: y\nsteps:\n  - C: DATA\n    S: \"503*\"\n").is_ok());
+        let e = smtp("name: x\nrfc: y\nsends: true\nsteps:\n  - auth: {mechanism: NTLM}\n").unwrap_err();
+        assert!(e.message.contains("PLAIN, LOGIN and CRAM-MD5"), "{e}");
+        let e = smtp("name: x\nrfc: y\nsends: true\nsteps:\n  - data: {text: a, raw: b}\n").unwrap_err();
+        assert!(e.message.contains("one of"), "{e}");
+        let e = smtp("name: x\nrfc: y\nsends: true\nsteps:\n  - data: {file: no-such.eml}\n").unwrap_err();
+        assert!(e.message.contains("no such file"), "{e}");
+        let e = smtp("name: x\nrfc: y\nsteps:\n  - pipeline:\n      - C: MAIL FROM:<>\n      - C: DATA\n")
+            .unwrap_err();
+        assert!(e.message.contains("cannot be pipelined"), "{e}");
+        let e = smtp("name: x\nrfc: y\nsteps:\n  - C: EHLO x\n    multiline: true\n").unwrap_err();
+        assert!(e.message.contains("POP3"), "{e}");
+        // SMTP-only steps are refused elsewhere.
+        let e = load("name: x\nrfc: y\nsteps:\n  - auth: {mechanism: PLAIN}\n").unwrap_err();
+        assert!(e.message.contains("SMTP"), "{e}");
+        let e = load("name: x\nrfc: y\nsteps:\n  - login: {optional: true}\n").unwrap_err();
+        assert!(e.message.contains("SMTP"), "{e}");
+    }
+
+    #[test]
+    fn sessions_on_another_protocol() {
+        let s = smtp(
+            "name: x\nrfc: y\nsessions: {mbox: pop3}\nsteps:\n  - session: mbox\n    C: STAT\n    S: \"+OK {n} *\"\n  - retry: {for: 5}\n    steps:\n      - session: mbox\n        reconnect: {}\n",
+        )
+        .unwrap();
+        assert_eq!(s.session_protocol("mbox"), Protocol::Pop3);
+        assert!(s.requires.contains(&Requirement::Target(Protocol::Pop3)));
+        assert!(matches!(&s.steps[1].kind, StepKind::Retry { steps, .. } if steps.len() == 1));
+        // POP3 rules apply to that session's steps: no SMTP `auth` there.
+        let e = smtp("name: x\nrfc: y\nsessions: {mbox: pop3}\nsteps:\n  - session: mbox\n    auth: {mechanism: PLAIN}\n").unwrap_err();
+        assert!(e.message.contains("SMTP"), "{e}");
+        let e = smtp("name: x\nrfc: y\nsessions: {mbox: gopher}\nsteps:\n  - C: NOOP\n").unwrap_err();
+        assert!(e.message.contains("unknown protocol"), "{e}");
+        let e = smtp("name: x\nrfc: y\nsessions: {other: smtp}\nsteps:\n  - C: NOOP\n").unwrap_err();
+        assert!(e.message.contains("another protocol"), "{e}");
+        let e =
+            smtp("name: x\nrfc: y\nsteps:\n  - retry: {for: 0}\n    steps:\n      - C: NOOP\n").unwrap_err();
+        assert!(e.message.contains("above 0"), "{e}");
+    }
+
     #[test]
     fn protocol_must_be_known() {
         let e = load_str(Path::new("x.yaml"), "name: x\nrfc: y\nsteps:\n  - C: STAT\n").unwrap_err();
