@@ -191,11 +191,6 @@ impl ReplyReader {
         Self::default()
     }
 
-    /// Whether a reply has started but not ended.
-    pub fn in_reply(&self) -> bool {
-        self.code.is_some() || self.partial_len > 0
-    }
-
     /// Feed one piece of a line. Returns the reply when this line ends it.
     /// `more_waiting` says whether more bytes are already buffered: it decides
     /// whether a line with a broken separator is taken as a continuation.
@@ -476,16 +471,12 @@ pub enum Hello {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub tls: bool,
-    /// The greeting's code, once read.
-    pub greeting: Option<u16>,
     /// Set by an accepted EHLO or HELO; cleared by STARTTLS.
     pub hello: Option<Hello>,
     pub transaction: Transaction,
     pub authenticated: bool,
     /// The server said (530 with "TLS" in the text) that TLS is needed first.
     pub said_tls_required: bool,
-    /// The server closed or is closing (221, 421).
-    pub closing: bool,
     /// The last cleartext EHLO offered AUTH PLAIN/LOGIN: judged once the server claims TLS is required.
     cleartext_auth_offered: bool,
     pending: VecDeque<Command>,
@@ -495,12 +486,10 @@ impl Session {
     pub fn new(tls: bool) -> Self {
         Session {
             tls,
-            greeting: None,
             hello: None,
             transaction: Transaction::None,
             authenticated: false,
             said_tls_required: false,
-            closing: false,
             cleartext_auth_offered: false,
             pending: VecDeque::new(),
         }
@@ -542,17 +531,10 @@ impl Session {
         out
     }
 
-    /// How many commands wait for their replies.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Check the greeting (RFC 5321 sections 3.1 and 4.3.2: 220, or 554/421).
     pub fn greet(&mut self, reply: &Reply, found: &mut Vec<Finding>) {
-        self.greeting = Some(reply.code);
         match reply.code {
-            220 | 554 => {}
-            421 => self.closing = true,
+            220 | 554 | 421 => {}
             c => found.push(Finding::must(
                 "smtp.greeting",
                 "RFC 5321 sections 3.1 and 4.3.2",
@@ -575,9 +557,6 @@ impl Session {
         let cmd = self.pending.pop_front()?;
         self.check_enhanced(&cmd, reply, found);
         self.check_class(&cmd, reply, found);
-        if reply.code == 421 {
-            self.closing = true;
-        }
         if reply.code == 530 {
             let text = reply.lines.join(" ").to_ascii_uppercase();
             if text.contains("TLS") && !self.tls {
@@ -695,16 +674,11 @@ impl Session {
             Verb::Vrfy | Verb::Expn | Verb::Help if reply.code == 503 && self.hello.is_none() => {
                 found.push(before_hello(&cmd.label()));
             }
-            Verb::Quit => {
-                if reply.code != 221 {
-                    found.push(Finding::must(
-                        "smtp.quit-reply",
-                        "RFC 5321 section 4.1.1.10",
-                        format!("QUIT was answered {}; a server MUST answer 221", reply.code),
-                    ));
-                }
-                self.closing = true;
-            }
+            Verb::Quit if reply.code != 221 => found.push(Finding::must(
+                "smtp.quit-reply",
+                "RFC 5321 section 4.1.1.10",
+                format!("QUIT was answered {}; a server MUST answer 221", reply.code),
+            )),
             Verb::Auth if reply.code == 235 || reply.code == 334 => {
                 if self.authenticated {
                     found.push(Finding::must(
@@ -1150,7 +1124,6 @@ mod tests {
         first.extend_from_slice(&[b'y'; 296]);
         let mut r = ReplyReader::new();
         assert!(r.feed(&first, false, true, &mut found).is_none());
-        assert!(r.in_reply());
         let reply = r.feed(&[b'z'; 300], true, false, &mut found).unwrap();
         assert_eq!(reply.code, 250);
         assert_eq!(rules(&found), vec!["smtp.reply-too-long"]);
@@ -1223,6 +1196,10 @@ mod tests {
         assert!(answer(&mut s, "RSET", 250).is_empty());
         assert_eq!(answer(&mut s, "RCPT TO:<a@b>", 250), vec!["smtp.sequence"]);
         assert_eq!(answer(&mut s, "RSET", 500), vec!["smtp.rset-reply"]);
+        // DATA asks for the message with 354 (or refuses); a 250 is neither.
+        assert!(answer(&mut s, "MAIL FROM:<a@b>", 250).is_empty());
+        assert!(answer(&mut s, "RCPT TO:<a@b>", 250).is_empty());
+        assert_eq!(answer(&mut s, "DATA", 250), vec!["smtp.data-reply"]);
         assert_eq!(answer(&mut s, "QUIT", 250), vec!["smtp.quit-reply"]);
     }
 
